@@ -1,0 +1,69 @@
+"""All configuration in one pydantic-settings class.
+
+Environment variables win over the .env file (pydantic-settings' default order), so a
+container's `environment:` overrides what an operator left in `.env`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env_file() -> str:
+    return os.environ.get("ENV_FILE", ".env")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=_env_file(), env_file_encoding="utf-8", extra="ignore")
+
+    proxy_api_key: SecretStr = SecretStr("")
+    hf_token: SecretStr | None = None
+    hf_endpoint: str = "https://huggingface.co"
+    models_dir: Path = Path("./models")
+    env_file: Path = Path(".env")
+    default_model: str = ""
+    inference_container: str = "vllm"
+    managed_containers: str = ""  # comma separated; empty means just INFERENCE_CONTAINER
+    api_host: str = "127.0.0.1"
+    api_port: int = 8787
+    state_db: Path = Path("./state/state.db")
+    max_concurrent_downloads: int = Field(2, ge=1, le=16)
+    max_queue_length: int = Field(32, ge=1)
+    download_connections: int = Field(8, ge=1, le=32)
+    part_size_mb: int = Field(64, ge=1)
+    stall_timeout: float = Field(30.0, gt=0)
+    connect_timeout: float = Field(15.0, gt=0)
+    max_retries: int = Field(8, ge=0)
+    retry_backoff_max: float = Field(30.0, gt=0)
+    disk_reserve_mb: int = Field(1024, ge=0)
+    rate_limit: str = "120/minute"
+    rate_limit_enabled: bool = True
+    docker_host: str | None = None
+    inference_health_url: str | None = None
+    inference_models_url: str | None = None
+    switch_timeout: float = Field(300.0, gt=0)
+    webhook_secret: SecretStr | None = None
+    webhook_allowed_hosts: str = ""
+    log_level: str = "info"
+
+    @field_validator("hf_endpoint")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @property
+    def hf_cache(self) -> Path:
+        return self.models_dir / "hub"
+
+    @property
+    def managed_container_names(self) -> list[str]:
+        names = [n.strip() for n in self.managed_containers.split(",") if n.strip()]
+        return names or [self.inference_container]
+
+    def token(self) -> str | None:
+        if self.hf_token is None:
+            return None
+        return self.hf_token.get_secret_value() or None
