@@ -7,8 +7,9 @@ class ApiError(Exception):
     code = "bad_request"
 
     def __init__(self, detail: str, *, code: str | None = None, status: int | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, extra: dict | None = None):
         super().__init__(detail)
+        self.extra = extra or {}
         self.detail = detail
         if code:
             self.code = code
@@ -17,7 +18,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict:
-        return {"error": self.code, "detail": self.detail, "status": self.status}
+        return {"error": self.code, "detail": self.detail, "status": self.status, **self.extra}
 
 
 class InvalidInput(ApiError):
@@ -27,7 +28,7 @@ class InvalidInput(ApiError):
 class Unauthorized(ApiError):
     status, code = 401, "unauthorized"
 
-    def __init__(self, detail: str = "A valid bearer token is required."):
+    def __init__(self, detail: str = "A valid bearer token is required.", **kw):
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
 
 

@@ -1,0 +1,133 @@
+"""The app factory: every object is built here and hung on app.state; nothing at import time."""
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from slowapi import Limiter
+from slowapi.errors import RateLimitExceeded
+from slowapi.middleware import SlowAPIASGIMiddleware
+from slowapi.util import get_remote_address
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .auth import require_token
+from .download.cache import HFCache
+from .download.engine import DownloadEngine
+from .download.transfer import TransferRegistry
+from .errors import ApiError
+from .jobs.manager import JobManager
+from .jobs.store import JobStore
+from .metrics import LatencyMiddleware, Metrics
+from .routes import downloads, jobs, root
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "payload_too_large",
+                 415: "unsupported_media_type", 422: "invalid_input", 429: "rate_limited"}
+
+
+def error_response(status: int, code: str, detail: str, headers: dict | None = None, **extra) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail, "status": status, **extra}, status_code=status,
+                        headers=headers)
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "body", "path"))
+        parts.append(f"{loc or 'request'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "The request is not valid."
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        return error_response(422, "invalid_input", _validation_detail(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"No route {request.method} {request.url.path}."
+        return error_response(exc.status_code, code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RateLimitExceeded)
+    async def _rate(request: Request, exc: RateLimitExceeded):
+        resp = error_response(429, "rate_limited", f"Rate limit exceeded ({exc.detail}); slow down.")
+        resp = request.app.state.limiter._inject_headers(resp, request.state.view_rate_limit)
+        if "Retry-After" not in resp.headers:
+            resp.headers["Retry-After"] = "60"
+        return resp
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "The server hit an unexpected error; see its log.")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    key = settings.proxy_api_key.get_secret_value()
+    if not key.strip():
+        raise RuntimeError("PROXY_API_KEY is empty: refusing to start an admin API without a token.")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+    cache = HFCache(settings.hf_cache)
+    settings.hf_cache.mkdir(parents=True, exist_ok=True)
+    metrics = Metrics()
+    store = JobStore(settings.state_db)
+    registry = TransferRegistry(cache.staging)
+    engine = DownloadEngine(settings, cache, registry, on_bytes=metrics.downloaded_bytes.inc)
+    manager = JobManager(settings, store, engine)
+    metrics.watch_jobs(store.counts_by_status)
+
+    from .services import build_services
+    services = build_services(settings, manager, cache)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        manager.start()
+        try:
+            yield
+        finally:
+            manager.shutdown()
+            services.close()
+            store.close()
+
+    app = FastAPI(title="LLM box admin API", version=__version__, lifespan=lifespan,
+                  description="Downloads, verifies and switches the models of a self-hosted LLM box. "
+                              "Every route but /health needs `Authorization: Bearer <PROXY_API_KEY>`.")
+    app.state.settings = settings
+    app.state.api_key = key.encode("utf-8", "surrogateescape")
+    app.state.jobs = manager
+    app.state.cache = cache
+    app.state.metrics = metrics
+    app.state.services = services
+
+    limiter = Limiter(key_func=get_remote_address, default_limits=[settings.rate_limit],
+                      headers_enabled=True, enabled=settings.rate_limit_enabled, storage_uri="memory://")
+    app.state.limiter = limiter
+    app.add_middleware(SlowAPIASGIMiddleware)
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    install_error_handlers(app)
+
+    secured = [Depends(require_token)]
+    app.include_router(root.public)
+    limiter.exempt(root.health)
+    app.include_router(root.router, dependencies=secured)
+    app.include_router(downloads.router, dependencies=secured)
+    app.include_router(jobs.router, dependencies=secured)
+    for router in services.routers():
+        app.include_router(router, dependencies=secured)
+    return app

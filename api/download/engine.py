@@ -1,0 +1,180 @@
+"""A download job from plan to verified snapshot, run in a worker thread."""
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from ..errors import DownloadError
+from ..settings import Settings
+from .cache import HFCache
+from .http import TransientError
+from .hub import FileEntry, Plan, make_plan
+from .transfer import Aborted, BlobSpec, BlobTransfer, TransferOptions, TransferRegistry, hash_file
+
+log = logging.getLogger(__name__)
+FILES_IN_PARALLEL = 4
+
+
+@dataclass
+class Progress:
+    """What a running download has done; read by the job manager's ticker."""
+    bytes_total: int = 0
+    files_total: int = 0
+    files_done: int = 0
+    bytes_done_files: int = 0                     # bytes of finished files
+    active: dict[str, BlobTransfer] = field(default_factory=dict)
+    retries: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def bytes_downloaded(self) -> int:
+        with self.lock:
+            return self.bytes_done_files + sum(t.completed for t in self.active.values())
+
+    def file_done(self, path: str, size: int) -> None:
+        with self.lock:
+            self.active.pop(path, None)
+            self.files_done += 1
+            self.bytes_done_files += size
+
+
+class DownloadEngine:
+    def __init__(self, settings: Settings, cache: HFCache, registry: TransferRegistry,
+                 on_bytes: Callable[[int], None] | None = None):
+        self.settings = settings
+        self.cache = cache
+        self.registry = registry
+        self.on_bytes = on_bytes
+
+    def plan(self, repo_id: str, revision: str, include: list[str] | None, exclude: list[str] | None,
+             abort: threading.Event | None = None) -> Plan:
+        """make_plan with retries on transient errors (the Hub down, 429, 5xx)."""
+        stop = abort or threading.Event()
+
+        def sleep(s: float) -> None:
+            if stop.wait(s):
+                raise Aborted(repo_id)
+        retrying = Retrying(retry=retry_if_exception_type(TransientError),
+                            stop=stop_after_attempt(self.settings.max_retries + 1),
+                            wait=wait_random_exponential(multiplier=0.5, max=self.settings.retry_backoff_max),
+                            sleep=sleep,
+                            reraise=True)
+        try:
+            return retrying(make_plan, self.settings.hf_endpoint, self.settings.token(), repo_id, revision,
+                            include, exclude)
+        except TransientError as e:
+            raise DownloadError(f"{e}; gave up after {self.settings.max_retries} retries.", "hub_unreachable") from e
+
+    def needed_bytes(self, plan: Plan) -> int:
+        """Bytes this plan still has to write: not in the cache yet, less what is already staged."""
+        need = 0
+        for f in plan.files:
+            if self.cache.has_blob(plan.repo_id, f):
+                continue
+            staged = self.cache.staging / f"{f.key}.part"
+            need += f.size if not staged.exists() else max(0, f.size - _allocated(staged))
+        return need
+
+    def options(self) -> TransferOptions:
+        s = self.settings
+        return TransferOptions(connections=s.download_connections, part_size=s.part_size_mb << 20,
+                               stall_timeout=s.stall_timeout, connect_timeout=s.connect_timeout,
+                               max_retries=s.max_retries, backoff_max=s.retry_backoff_max,
+                               token=s.token(), on_bytes=self.on_bytes)
+
+    def spec(self, plan: Plan, f: FileEntry) -> BlobSpec:
+        from urllib.parse import quote
+        url = f"{self.settings.hf_endpoint}/{plan.repo_id}/resolve/{plan.commit}/{quote(f.path)}"
+        return BlobSpec(f.key, f.size, url, f.lfs, f"{plan.repo_id}@{plan.commit[:8]}:{f.path}")
+
+    def run(self, plan: Plan, progress: Progress, abort: threading.Event) -> dict:
+        progress.bytes_total = plan.total_bytes
+        progress.files_total = len(plan.files)
+        self.cache.staging.mkdir(parents=True, exist_ok=True)
+        opts = self.options()
+        reused = 0
+
+        def one(f: FileEntry) -> None:
+            nonlocal reused
+            if abort.is_set():
+                raise Aborted(f.path)
+            spec = self.spec(plan, f)
+            if self.cache.has_blob(plan.repo_id, f):
+                blob = self.cache.blob_path(plan.repo_id, f.key)
+                if hash_file(blob, spec) == f.key:
+                    reused += 1
+                    progress.file_done(f.path, f.size)
+                    return
+                log.warning("blob %s of %s fails its checksum; fetching it again", f.key[:12], plan.repo_id)
+                blob.unlink(missing_ok=True)
+            t = self.registry.acquire(spec, opts)
+            with progress.lock:
+                progress.active[f.path] = t
+            try:
+                while not t.done.wait(0.2):
+                    if abort.is_set():
+                        raise Aborted(f.path)
+                if t.error is not None:
+                    raise t.error
+                self.cache.link_blob(plan.repo_id, f.key, t.data_path)
+                progress.retries += t.retries
+            finally:
+                with progress.lock:
+                    if progress.active.get(f.path) is t:
+                        progress.active.pop(f.path)
+                self.registry.release(t)
+            progress.file_done(f.path, f.size)
+
+        # Largest first: the long transfers start at once and small files fill the gaps.
+        files = sorted(plan.files, key=lambda f: -f.size)
+        with ThreadPoolExecutor(FILES_IN_PARALLEL, thread_name_prefix="file") as pool:
+            futures = [pool.submit(one, f) for f in files]
+            errors = []
+            for fut in futures:
+                try:
+                    fut.result()
+                except BaseException as e:  # noqa: BLE001
+                    errors.append(e)
+                    abort.set()  # one failed file ends the job; the others keep their bytes
+        if errors:
+            real = [e for e in errors if not isinstance(e, Aborted)]
+            raise real[0] if real else errors[0]
+        snap = self.cache.place_snapshot(plan)
+        return {"commit": plan.commit, "snapshot": str(snap), "files_reused": reused,
+                "retries": progress.retries}
+
+    def discard_partials(self, plan: Plan) -> int:
+        """Remove staged bytes of this plan that no running transfer holds. Returns bytes freed."""
+        busy = {t.spec.key for t in self.registry.running()}
+        freed = 0
+        for f in plan.files:
+            if f.key in busy:
+                continue
+            for p in (self.cache.staging / f"{f.key}.part", self.cache.staging / f"{f.key}.json"):
+                try:
+                    freed += _allocated(p)
+                    p.unlink()
+                except FileNotFoundError:
+                    pass
+        return freed
+
+
+def _allocated(p: Path) -> int:
+    try:
+        st = p.stat()
+        return min(st.st_size, st.st_blocks * 512)
+    except OSError:
+        return 0
+
+
+def disk_free(path: Path) -> tuple[int, int]:
+    path.mkdir(parents=True, exist_ok=True)
+    u = shutil.disk_usage(path)
+    return u.free, u.total

@@ -1,0 +1,203 @@
+"""Safe, atomic, minimal-diff rewriting of one key in a docker-compose `.env` file.
+
+Only the bytes of the key's value change; every other byte (comments, order, quoting, `export`,
+CRLF, final newline) is kept. See docs/envfile.md for why the folder, not the file, is mounted.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from dotenv import dotenv_values
+from dotenv.parser import parse_stream
+from filelock import FileLock, Timeout
+
+from .errors import ApiError, Conflict, InvalidInput
+
+DEFAULT_KEY = "DEFAULT_MODEL"
+LOCK_TIMEOUT = 10.0
+NEW_FILE_MODE = 0o600
+
+# An allowlist rather than a denylist: printable ASCII minus everything that means something to
+# dotenv or compose (quotes, `$` interpolation, `#` comments, `=`, backslash escapes, whitespace).
+_SAFE_VALUE = re.compile(r"[!%&()*+,\-./0-9:;<>?@A-Z\[\]^_a-z{|}~]{1,512}")
+# `[export ]KEY<ws>=<ws>` as python-dotenv reads it (dotenv/parser.py), quoted key included.
+_HEAD = re.compile(r"(?:export[^\S\r\n]+)?(?:'[^']+'|[^=#\s]+)[^\S\r\n]*(=[^\S\r\n]*)?")
+_QUOTED = {"'": re.compile(r"'(?:\\.|[^'\\])*'", re.S), '"': re.compile(r'"(?:\\.|[^"\\])*"', re.S)}
+
+
+def validate_env_value(value: object) -> str:
+    if not isinstance(value, str) or not _SAFE_VALUE.fullmatch(value):
+        raise InvalidInput(
+            "Value for the .env file must be 1-512 printable ASCII characters without whitespace, "
+            "quotes, '=', '$', '#' or backslash.",
+            code="invalid_env_value",
+        )
+    return value
+
+
+def _parse(text: str) -> dict[str, str | None]:
+    # Universal newlines and no BOM, exactly as dotenv_values(path) reads the file. No
+    # interpolation: we report what is literally written, not what the API process's own
+    # environment would expand it to.
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    return dotenv_values(stream=io.StringIO(text), interpolate=False)
+
+
+def read_value(path: Path, key: str = DEFAULT_KEY) -> str | None:
+    """The key's value as python-dotenv parses it, read fresh from disk every call."""
+    if not Path(path).is_file():
+        return None
+    return dotenv_values(path, interpolate=False).get(key)
+
+
+def _lock(path: Path, timeout: float) -> FileLock:
+    return FileLock(f"{path}.lock", timeout=timeout)
+
+
+def _real(path: Path) -> Path:
+    # Rewrite the target of a symlinked .env; replacing the link itself would detach it.
+    return Path(os.path.realpath(path))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic_unlocked(path: Path, data: bytes) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), (st.st_mode & 0o7777) if st else NEW_FILE_MODE)
+            if st and os.geteuid() == 0:
+                os.fchown(f.fileno(), st.st_uid, st.st_gid)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    # Without this the rename itself may not survive a power cut.
+    _fsync_dir(path.parent)
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
+    """Replace the whole file with `data` atomically, under the file's lock."""
+    path = _real(path)
+    try:
+        with _lock(path, lock_timeout):
+            _write_atomic_unlocked(path, data)
+    except Timeout:
+        raise Conflict(f"{path.name} is locked by another writer.", code="env_locked") from None
+
+
+def snapshot(path: Path) -> bytes | None:
+    """The file's exact bytes (None if it does not exist), for `restore` after a failed switch."""
+    try:
+        return _real(path).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def restore(path: Path, previous: bytes | None, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
+    """Put a `snapshot` back byte for byte; a None snapshot means the file did not exist."""
+    if previous is not None:
+        write_bytes_atomic(path, previous, lock_timeout=lock_timeout)
+        return
+    path = _real(path)
+    try:
+        with _lock(path, lock_timeout):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return
+            _fsync_dir(path.parent)
+    except Timeout:
+        raise Conflict(f"{path.name} is locked by another writer.", code="env_locked") from None
+
+
+def _rewrite_binding(body: str, value: str) -> str:
+    """`body` is one binding without leading whitespace; swap only its value token."""
+    head = _HEAD.match(body)
+    if head is None:  # cannot happen for a binding dotenv accepted; the caller's check catches it
+        return body
+    pos = head.end()
+    if head.group(1) is None:  # bare `KEY` (no `=`): give it one right after the key
+        key_end = len(body[:pos].rstrip())
+        return body[:key_end] + "=" + value + body[key_end:]
+    rest = body[pos:]
+    quote = rest[:1]
+    if quote in _QUOTED:
+        m = _QUOTED[quote].match(rest)
+        if m:
+            return body[:pos] + quote + value + quote + rest[m.end():]
+    line = re.match(r"[^\r\n]*", rest).group(0)
+    if head.group(1) != "=" and line.startswith("#"):
+        # `KEY= # comment` is an empty value plus a comment; keep the comment a comment.
+        return body[:pos] + value + " " + rest
+    # Unquoted value ends before whitespace+`#` (an inline comment) and trailing whitespace.
+    cut = re.search(r"\s+#", line)
+    old = (line[: cut.start()] if cut else line).rstrip()
+    return body[:pos] + value + rest[len(old):]
+
+
+def _render(text: str, key: str, value: str) -> str:
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
+    text = text[len(bom):]
+    offset, target = 0, None
+    for binding in parse_stream(io.StringIO(text, newline="")):
+        if binding.key == key and not binding.error:
+            target = (offset, binding.original.string)  # the last one wins, as in dotenv and compose
+        offset += len(binding.original.string)
+    if target is None:
+        first = re.search(r"\r\n|\n|\r", text)
+        eol = first.group(0) if first else "\n"
+        if not text:
+            return bom + f"{key}={value}{eol}"
+        sep = "" if text.endswith(("\n", "\r")) else eol
+        return bom + text + sep + f"{key}={value}" + (eol if not sep else "")
+    start, original = target
+    lead = len(original) - len(original.lstrip())
+    start += lead
+    end = start + len(original) - lead
+    return bom + text[:start] + _rewrite_binding(text[start:end], value) + text[end:]
+
+
+def set_value(path: Path, value: str, key: str = DEFAULT_KEY, *,
+              lock_timeout: float = LOCK_TIMEOUT) -> str | None:
+    """Set `key` to `value`, changing nothing else in the file. Returns the previous value."""
+    validate_env_value(value)
+    path = _real(path)
+    try:
+        with _lock(path, lock_timeout):
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                raw = b""
+            # surrogateescape round-trips any stray non-UTF-8 bytes in other lines untouched.
+            text = raw.decode("utf-8", errors="surrogateescape")
+            before = _parse(text)
+            new_text = _render(text, key, value)
+            # Refuse rather than write something that reads back differently.
+            if _parse(new_text) != {**before, key: value}:
+                raise ApiError(f"Could not rewrite {key} in {path.name} without changing other "
+                               "entries; edit it by hand.", code="env_rewrite_failed", status=500)
+            _write_atomic_unlocked(path, new_text.encode("utf-8", errors="surrogateescape"))
+            return before.get(key)
+    except Timeout:
+        raise Conflict(f"{path.name} is locked by another writer.", code="env_locked") from None

@@ -1,0 +1,392 @@
+"""The job queue: download jobs under a concurrency limit, other kinds at once; all in SQLite.
+
+Work runs in threads so the event loop only ever reads snapshots. A ticker samples progress,
+smooths speed and writes it to the table about once a second.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..download.engine import DownloadEngine, Progress, disk_free
+from ..download.hub import Plan
+from ..download.transfer import Aborted
+from ..errors import ApiError, Conflict, DownloadError, InsufficientStorage, NotFound, QueueFull
+from ..settings import Settings
+from .store import ACTIVE, FINAL, JobStore, now_iso
+
+log = logging.getLogger(__name__)
+RUNNING = ("downloading", "verifying", "running")
+HTTP_FOR_CODE = {"repo_not_found": 404, "revision_not_found": 404, "file_not_found": 404, "gated_repo": 403,
+                 "unauthorized": 403, "no_matching_files": 422, "insufficient_storage": 507}
+
+
+class SpeedMeter:
+    """Bytes per second, exponentially smoothed over a few seconds."""
+
+    def __init__(self, half_life: float = 3.0):
+        self.half_life = half_life
+        self.rate = 0.0
+        self._last: tuple[float, int] | None = None
+
+    def sample(self, total: int, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        if self._last is None:
+            self._last = (now, total)
+            return self.rate
+        t0, b0 = self._last
+        dt = now - t0
+        if dt < 0.2:
+            return self.rate
+        inst = max(0, total - b0) / dt
+        alpha = 1 - 0.5 ** (dt / self.half_life)
+        self.rate = inst if self.rate == 0 else self.rate + alpha * (inst - self.rate)
+        self._last = (now, total)
+        return self.rate
+
+
+@dataclass
+class LiveJob:
+    job_id: str
+    kind: str
+    abort: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str | None = None
+    progress: Progress | None = None
+    speed: SpeedMeter = field(default_factory=SpeedMeter)
+    max_bytes: int = 0
+    status: str = "running"
+    thread: threading.Thread | None = None
+    discard: bool = False
+    attempts_base: int = 0
+    result: dict | None = None   # partial result of a non-download job (switch steps)
+
+
+Runner = Callable[[LiveJob, dict], dict | None]
+
+
+class JobManager:
+    def __init__(self, settings: Settings, store: JobStore, engine: DownloadEngine):
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.runners: dict[str, Runner] = {"download": self._run_download}
+        self.final_hooks: list[Callable[[dict], None]] = []
+        self._live: dict[str, LiveJob] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._started = False
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        for rec in self.store.query(statuses=RUNNING + ("queued",), limit=10_000, oldest_first=True):
+            if rec["kind"] == "download":
+                # Interrupted by a crash or restart: back in the queue, its parts resume from disk.
+                self.store.update(rec["job_id"], status="queued")
+            elif rec["status"] != "queued":
+                self.store.update(rec["job_id"], status="failed", error_code="interrupted",
+                                  error="The service stopped while this job ran.", completed_at=now_iso())
+        self._started = True
+        self._ticker = threading.Thread(target=self._tick_loop, name="job-ticker", daemon=True)
+        self._ticker.start()
+        self.schedule()
+
+    def shutdown(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        with self._lock:
+            live = list(self._live.values())
+            for j in live:
+                j.stop_reason = "queued" if j.kind == "download" else None
+                j.abort.set()
+        deadline = time.monotonic() + timeout
+        for j in live:
+            if j.thread:
+                j.thread.join(max(0.0, deadline - time.monotonic()))
+
+    # -- views ------------------------------------------------------------------------------------
+    def view(self, rec: dict) -> dict:
+        live = self._live.get(rec["job_id"])
+        status = rec["status"]
+        b, total = rec["bytes_downloaded"] or 0, rec["bytes_total"] or 0
+        files_done, files_total = rec["files_done"] or 0, rec["files_total"] or 0
+        speed, attempts, result = 0.0, rec["attempts"] or 0, rec["result"]
+        if live is not None and live.progress is not None and status in RUNNING:
+            p = live.progress
+            b = max(b, live.max_bytes)
+            total, files_total = p.bytes_total or total, p.files_total or files_total
+            files_done = max(files_done, p.files_done)
+            speed = live.speed.rate
+            status = live.status
+        elif live is not None and live.result is not None and status in RUNNING:
+            result = live.result
+        if status == "complete":
+            b = total
+        eta = (total - b) / speed if speed > 0 and total else None
+        return {
+            "job_id": rec["job_id"], "kind": rec["kind"], "model_id": rec["model_id"],
+            "revision": rec["revision"], "status": status,
+            "progress": 100 if status == "complete" else (min(99, int(100 * b / total)) if total else 0),
+            "bytes_downloaded": b, "bytes_total": total, "speed_bps": round(speed, 1),
+            "eta_seconds": round(eta, 1) if eta is not None else None,
+            "files_done": files_done, "files_total": files_total,
+            "error": rec["error"], "error_code": rec["error_code"], "attempts": attempts,
+            "created_at": rec["created_at"], "started_at": rec["started_at"],
+            "completed_at": rec["completed_at"], "status_url": f"/api/jobs/{rec['job_id']}",
+            "callback_url": rec["callback_url"], "result": result,
+            **({"webhook": rec["webhook"]} if rec.get("webhook") else {}),
+        }
+
+    def get(self, job_id: str) -> dict:
+        rec = self.store.get(job_id)
+        if rec is None:
+            raise NotFound(f"No job with id {job_id!r}.", code="job_not_found")
+        return self.view(rec)
+
+    def list(self, **filters) -> list[dict]:
+        return [self.view(r) for r in self.store.query(**filters)]
+
+    # -- submission -------------------------------------------------------------------------------
+    def _new_record(self, kind: str, model_id: str | None, revision: str | None, status: str, **extra) -> dict:
+        rec = {"job_id": uuid.uuid4().hex[:16], "kind": kind, "model_id": model_id, "revision": revision,
+               "status": status, "created_at": now_iso(), "attempts": 0, **extra}
+        self.store.insert(rec)
+        return rec
+
+    def active_download(self, model_id: str, revision: str | None = None) -> dict | None:
+        rows = self.store.query(kind="download", model_id=model_id, revision=revision, statuses=ACTIVE, limit=1)
+        return rows[0] if rows else None
+
+    def submit_download(self, model_id: str, revision: str, include: list[str] | None,
+                        exclude: list[str] | None, callback_url: str | None = None,
+                        activate: bool = False) -> tuple[dict, bool]:
+        """Returns (job, created). Permanent Hub errors answer at once; a Hub outage queues the job."""
+        params = {"include": include, "exclude": exclude, "activate": activate}
+        existing = self.active_download(model_id, revision)
+        if existing:
+            return self.view(existing), False
+        if self.store.count(("queued",), "download") >= self.settings.max_queue_length:
+            raise QueueFull("The download queue is full; try again later.", headers={"Retry-After": "30"})
+        plan = None
+        try:
+            plan = self.engine.plan(model_id, revision, include, exclude, abort=_NO_RETRY)
+        except DownloadError as e:
+            if e.permanent:
+                rec = self._new_record("download", model_id, revision, "failed", params=params,
+                                       error=e.detail, error_code=e.code, completed_at=now_iso(),
+                                       callback_url=callback_url)
+                raise ApiError(e.detail, code=e.code, status=HTTP_FOR_CODE.get(e.code, 502),
+                               extra={"job_id": rec["job_id"]}) from e
+        except Aborted:
+            pass  # transient: the worker plans again with its retry budget
+        if plan is not None:
+            self.check_disk(plan)
+        with self._lock:
+            existing = self.active_download(model_id, revision)
+            if existing:
+                return self.view(existing), False
+            rec = self._new_record(
+                "download", model_id, revision, "queued", params=params, callback_url=callback_url,
+                plan=plan.to_json() if plan else None, bytes_total=plan.total_bytes if plan else 0,
+                files_total=len(plan.files) if plan else 0)
+        log.info("job %s: download %s@%s queued", rec["job_id"], model_id, revision)
+        self.schedule()
+        return self.get(rec["job_id"]), True
+
+    def check_disk(self, plan: Plan, exclude_job: str | None = None) -> None:
+        need = self.engine.needed_bytes(plan)
+        free, _ = disk_free(self.settings.hf_cache)
+        reserve = self.settings.disk_reserve_mb << 20
+        promised = 0
+        for rec in self.store.query(kind="download", statuses=ACTIVE, limit=1000):
+            if rec["job_id"] != exclude_job and rec["plan"]:
+                promised += self.engine.needed_bytes(Plan.from_json(rec["plan"]))
+        if need > free - reserve - promised:
+            raise InsufficientStorage(
+                f"{plan.repo_id} needs {need} more bytes; {free} are free, less a reserve of {reserve} and "
+                f"{promised} promised to other downloads.")
+
+    def submit(self, kind: str, model_id: str | None, runner_params: dict, callback_url: str | None = None,
+               revision: str | None = None) -> dict:
+        """A job of another kind (verify, switch): starts at once in its own thread."""
+        rec = self._new_record(kind, model_id, revision, "queued", params=runner_params, callback_url=callback_url)
+        self._start(rec)
+        return self.get(rec["job_id"])
+
+    # -- control ----------------------------------------------------------------------------------
+    def _stop_live(self, job_id: str, reason: str, discard: bool = False) -> bool:
+        with self._lock:
+            live = self._live.get(job_id)
+            if live is None:
+                return False
+            live.stop_reason, live.discard = reason, discard
+            live.abort.set()
+        if live.thread:
+            live.thread.join(30)
+        return True
+
+    def pause(self, job_id: str) -> dict:
+        rec = self._require(job_id)
+        if rec["kind"] != "download" or rec["status"] not in ("queued",) + RUNNING:
+            raise Conflict(f"A {rec['status']} {rec['kind']} job cannot be paused.", code="invalid_state")
+        if not self._stop_live(job_id, "paused"):
+            self.store.update(job_id, status="paused")
+        return self.get(job_id)
+
+    def resume(self, job_id: str) -> dict:
+        rec = self._require(job_id)
+        if rec["kind"] != "download" or rec["status"] not in ("paused", "cancelled", "failed"):
+            raise Conflict(f"A {rec['status']} {rec['kind']} job cannot be resumed.", code="invalid_state")
+        with self._lock:
+            other = self.active_download(rec["model_id"], rec["revision"])
+            if other and other["job_id"] != job_id:
+                raise Conflict(f"Job {other['job_id']} already downloads this model.", code="download_in_progress")
+            self.store.update(job_id, status="queued", error=None, error_code=None, completed_at=None)
+        self.schedule()
+        return self.get(job_id)
+
+    def cancel(self, job_id: str, discard: bool = False) -> dict:
+        rec = self._require(job_id)
+        if rec["status"] in FINAL or rec["kind"] != "download":
+            raise Conflict(f"A {rec['status']} {rec['kind']} job cannot be cancelled.", code="invalid_state")
+        if not self._stop_live(job_id, "cancelled", discard):
+            self._finish(rec, "cancelled", None, discard=discard)
+        return self.get(job_id)
+
+    def _require(self, job_id: str) -> dict:
+        rec = self.store.get(job_id)
+        if rec is None:
+            raise NotFound(f"No job with id {job_id!r}.", code="job_not_found")
+        return rec
+
+    # -- scheduling -------------------------------------------------------------------------------
+    def schedule(self) -> None:
+        if not self._started or self._stop.is_set():
+            return
+        with self._lock:
+            running = sum(1 for j in self._live.values() if j.kind == "download")
+            free = self.settings.max_concurrent_downloads - running
+            if free <= 0:
+                return
+            for rec in self.store.query(kind="download", status="queued", limit=free, oldest_first=True):
+                if rec["job_id"] not in self._live:
+                    self._start(rec)
+
+    def _start(self, rec: dict) -> None:
+        with self._lock:
+            live = LiveJob(rec["job_id"], rec["kind"], attempts_base=rec["attempts"] or 0)
+            live.status = "downloading" if rec["kind"] == "download" else "running"
+            self._live[rec["job_id"]] = live
+            self.store.update(rec["job_id"], status=live.status, started_at=rec["started_at"] or now_iso(),
+                              attempts=live.attempts_base + 1)
+            live.thread = threading.Thread(target=self._run, args=(live, rec), daemon=True,
+                                           name=f"job-{rec['job_id']}")
+            live.thread.start()
+
+    def _run(self, live: LiveJob, rec: dict) -> None:
+        runner = self.runners[rec["kind"]]
+        try:
+            result = runner(live, rec)
+            if live.abort.is_set() and live.stop_reason:
+                raise Aborted(rec["job_id"])
+            self._finish(rec, "complete", result, live=live)
+        except BaseException as e:  # noqa: BLE001 - every outcome lands in the job row
+            if live.abort.is_set() and live.stop_reason is not None:
+                self._finish(rec, live.stop_reason, None, live=live, discard=live.discard)
+            elif isinstance(e, DownloadError):
+                self._finish(rec, "failed", None, live=live, error=e.detail, code=e.code)
+            elif isinstance(e, ApiError):
+                self._finish(rec, "failed", getattr(e, "result", None) or live.result, live=live,
+                             error=e.detail, code=e.code)
+            elif isinstance(e, Aborted):
+                self._finish(rec, "queued", None, live=live)
+            else:
+                log.exception("job %s: unexpected error", rec["job_id"])
+                self._finish(rec, "failed", None, live=live, error=f"Internal error: {type(e).__name__}.",
+                             code="internal_error")
+        finally:
+            with self._lock:
+                self._live.pop(rec["job_id"], None)
+            self.schedule()
+
+    def _finish(self, rec: dict, status: str, result: dict | None, *, live: LiveJob | None = None,
+                error: str | None = None, code: str | None = None, discard: bool = False) -> None:
+        fields = {"status": status, "error": error, "error_code": code}
+        if live is not None and live.progress is not None:
+            p = live.progress
+            fields.update(bytes_downloaded=max(live.max_bytes, p.bytes_downloaded), bytes_total=p.bytes_total,
+                          files_done=p.files_done, files_total=p.files_total,
+                          attempts=live.attempts_base + 1 + p.retries)
+        if result is not None:
+            fields["result"] = result
+        if status in FINAL:
+            fields["completed_at"] = now_iso()
+        if discard and rec.get("plan"):
+            freed = self.engine.discard_partials(Plan.from_json(rec["plan"]))
+            fields["result"] = {"discarded_bytes": freed}
+            fields["bytes_downloaded"] = 0
+        self.store.update(rec["job_id"], **fields)
+        log.info("job %s: %s %s -> %s%s", rec["job_id"], rec["kind"], rec["model_id"], status,
+                 f" ({code})" if code else "")
+        if status in FINAL:
+            job = self.get(rec["job_id"])
+            for hook in self.final_hooks:
+                try:
+                    hook(job)
+                except Exception:  # noqa: BLE001 - a hook never breaks the job
+                    log.exception("job %s: final hook failed", rec["job_id"])
+
+    # -- download runner --------------------------------------------------------------------------
+    def _run_download(self, live: LiveJob, rec: dict) -> dict:
+        params = rec["params"] or {}
+        if rec["plan"]:
+            plan = Plan.from_json(rec["plan"])
+        else:
+            plan = self.engine.plan(rec["model_id"], rec["revision"], params.get("include"),
+                                    params.get("exclude"), abort=live.abort)
+            rec["plan"] = plan.to_json()
+            self.store.update(rec["job_id"], plan=rec["plan"], bytes_total=plan.total_bytes,
+                              files_total=len(plan.files))
+        try:
+            self.check_disk(plan, exclude_job=rec["job_id"])
+        except InsufficientStorage as e:
+            raise DownloadError(e.detail, "insufficient_storage", permanent=True) from e
+        live.progress = Progress()
+        live.max_bytes = rec["bytes_downloaded"] or 0
+        return self.engine.run(plan, live.progress, live.abort)
+
+    # -- ticker -----------------------------------------------------------------------------------
+    def _tick_loop(self) -> None:
+        last_write = 0.0
+        while not self._stop.wait(0.25):
+            now = time.monotonic()
+            write = now - last_write >= 1.0
+            with self._lock:
+                live = [j for j in self._live.values() if j.progress is not None]
+            for j in live:
+                p = j.progress
+                b = p.bytes_downloaded
+                j.max_bytes = max(j.max_bytes, b)
+                j.speed.sample(j.max_bytes, now)
+                if p.bytes_total and j.max_bytes >= p.bytes_total and j.status == "downloading":
+                    j.status = "verifying"
+                if write and not j.abort.is_set():
+                    self.store.update(j.job_id, bytes_downloaded=j.max_bytes, bytes_total=p.bytes_total,
+                                      files_done=p.files_done, files_total=p.files_total, status=j.status,
+                                      attempts=j.attempts_base + 1 + p.retries + sum(
+                                          t.retries for t in list(p.active.values())))
+            if write:
+                last_write = now
+
+
+class _NoRetry(threading.Event):
+    """Passed as the abort event of a plan made inside a request: a transient error aborts at once."""
+
+    def wait(self, timeout=None) -> bool:  # noqa: D401
+        return True
+
+
+_NO_RETRY = _NoRetry()

@@ -1,0 +1,110 @@
+"""SQLite job table: the queue's persistent state and the audit log of every job kind."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+COLUMNS = {
+    "job_id": "TEXT PRIMARY KEY", "kind": "TEXT NOT NULL", "model_id": "TEXT", "revision": "TEXT",
+    "status": "TEXT NOT NULL", "bytes_downloaded": "INTEGER DEFAULT 0", "bytes_total": "INTEGER DEFAULT 0",
+    "files_done": "INTEGER DEFAULT 0", "files_total": "INTEGER DEFAULT 0", "error": "TEXT",
+    "error_code": "TEXT", "attempts": "INTEGER DEFAULT 0", "created_at": "TEXT", "started_at": "TEXT",
+    "completed_at": "TEXT", "callback_url": "TEXT", "params": "TEXT", "plan": "TEXT", "result": "TEXT",
+    "webhook": "TEXT", "seq": "INTEGER",
+}
+JSON_COLUMNS = ("params", "plan", "result", "webhook")
+ACTIVE = ("queued", "downloading", "verifying", "paused", "running")
+FINAL = ("complete", "failed", "cancelled")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JobStore:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS jobs ({cols})")
+            have = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
+            for k, v in COLUMNS.items():  # forward migration: new columns on an old file
+                if k not in have:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {k} {v.replace('PRIMARY KEY', '')}")
+            self._db.execute("CREATE INDEX IF NOT EXISTS jobs_seq ON jobs(seq)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS jobs_model ON jobs(model_id, revision, status)")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @staticmethod
+    def _decode(row: sqlite3.Row | None) -> dict | None:
+        if row is None:
+            return None
+        d = dict(row)
+        for k in JSON_COLUMNS:
+            d[k] = json.loads(d[k]) if d.get(k) else None
+        return d
+
+    @staticmethod
+    def _encode(fields: dict) -> dict:
+        return {k: (json.dumps(v) if k in JSON_COLUMNS and v is not None else v)
+                for k, v in fields.items() if k in COLUMNS}
+
+    def insert(self, job: dict) -> None:
+        row = self._encode(job)
+        with self._lock:
+            row["seq"] = (self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0])
+            keys = ", ".join(row)
+            self._db.execute(f"INSERT INTO jobs ({keys}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+
+    def update(self, job_id: str, **fields) -> None:
+        row = self._encode(fields)
+        if not row:
+            return
+        sets = ", ".join(f"{k} = ?" for k in row)
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", [*row.values(), job_id])
+
+    def get(self, job_id: str) -> dict | None:
+        with self._lock:
+            return self._decode(self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone())
+
+    def query(self, *, status: str | None = None, kind: str | None = None, model_id: str | None = None,
+              revision: str | None = None, statuses: tuple[str, ...] | None = None,
+              limit: int = 50, offset: int = 0, oldest_first: bool = False) -> list[dict]:
+        where, args = [], []
+        for col, val in (("status", status), ("kind", kind), ("model_id", model_id), ("revision", revision)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        if statuses:
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            args.extend(statuses)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += f" ORDER BY seq {'ASC' if oldest_first else 'DESC'} LIMIT ? OFFSET ?"
+        with self._lock:
+            return [self._decode(r) for r in self._db.execute(sql, [*args, limit, offset])]
+
+    def count(self, statuses: tuple[str, ...], kind: str | None = None) -> int:
+        sql = f"SELECT COUNT(*) FROM jobs WHERE status IN ({', '.join('?' * len(statuses))})"
+        args = list(statuses)
+        if kind:
+            sql += " AND kind = ?"
+            args.append(kind)
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()[0]
+
+    def counts_by_status(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return {(r[0], r[1]): r[2] for r in
+                    self._db.execute("SELECT kind, status, COUNT(*) FROM jobs GROUP BY kind, status")}

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import JSONResponse
+
+from ..deps import JobsDep, SettingsDep
+from ..validation import validate_patterns, validate_repo_id, validate_revision
+from ..webhooks import validate_callback_url
+from ._params import as_bool, as_str, pick
+from .schemas import ERRORS, DownloadBody, Job
+
+router = APIRouter(prefix="/api", tags=["downloads"])
+
+
+@router.post("/download-model", summary="Queue a model download (202 with the job)",
+             status_code=202, response_model=Job, responses={200: {"model": Job}, **ERRORS})
+def download_model(
+    jobs: JobsDep, settings: SettingsDep,
+    model_id: Annotated[str | None, Query(examples=["Qwen/Qwen2.5-0.5B-Instruct"])] = None,
+    auto: Annotated[str | None, Query(description="false: answer with manual instructions")] = None,
+    revision: Annotated[str | None, Query()] = None,
+    include: Annotated[str | None, Query(description="comma-separated glob patterns")] = None,
+    exclude: Annotated[str | None, Query(description="comma-separated glob patterns")] = None,
+    callback_url: Annotated[str | None, Query()] = None,
+    activate: Annotated[str | None, Query(description="switch to it when complete")] = None,
+    body: Annotated[DownloadBody | None, Body()] = None,
+) -> Any:
+    b = body.model_dump(exclude_none=True) if body else {}
+    repo_id = validate_repo_id(as_str("model_id", pick("model_id", model_id, b)))
+    rev = validate_revision(as_str("revision", pick("revision", revision, b)))
+    inc = validate_patterns(pick("include", include, b), "include")
+    exc = validate_patterns(pick("exclude", exclude, b), "exclude")
+    cb = validate_callback_url(as_str("callback_url", pick("callback_url", callback_url, b)), settings)
+    do_activate = as_bool("activate", pick("activate", activate, b), False)
+    if not as_bool("auto", pick("auto", auto, b), True):
+        cmd = f"hf download {repo_id} --revision {rev} --cache-dir {settings.hf_cache}"
+        if inc:
+            cmd += " " + " ".join(f"--include '{p}'" for p in inc)
+        return JSONResponse({"status": "manual", "model_id": repo_id, "revision": rev,
+                             "message": "Automatic download not requested; run this on the host.",
+                             "instructions": [f"pip install 'huggingface_hub=={_hf_version()}'", cmd],
+                             "cache_dir": str(settings.hf_cache)}, status_code=200)
+    job, created = jobs.submit_download(repo_id, rev, inc, exc, callback_url=cb, activate=do_activate)
+    return JSONResponse(job, status_code=202 if created else 200)
+
+
+def _hf_version() -> str:
+    import huggingface_hub
+    return huggingface_hub.__version__
+
+
+@router.get("/download-progress", summary="The newest matching download job, or status idle",
+            responses=ERRORS)
+def download_progress(
+    jobs: JobsDep,
+    job_id: Annotated[str | None, Query()] = None,
+    model_id: Annotated[str | None, Query()] = None,
+) -> dict:
+    if job_id:
+        job = jobs.get(job_id)
+    else:
+        if model_id is not None:
+            validate_repo_id(model_id)
+        rows = jobs.list(kind="download", model_id=model_id, limit=1)
+        if not rows:
+            return {"status": "idle"}
+        job = rows[0]
+    return {**job, "model": job["model_id"]}

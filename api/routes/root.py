@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .. import __version__
+
+public = APIRouter(tags=["service"])
+router = APIRouter(tags=["service"])
+
+
+@public.get("/health", summary="Liveness, no token needed")
+def health(request: Request) -> dict:
+    services = request.app.state.services
+    return {"status": "ok", "version": __version__,
+            "docker": "ok" if services.docker_available() else "unavailable"}
+
+
+@router.get("/", summary="Service name, version and a map of endpoints")
+def index(request: Request) -> dict:
+    endpoints = {}
+    for r in request.app.routes:
+        methods = sorted(getattr(r, "methods", None) or [])
+        if methods and not r.path.startswith(("/docs", "/redoc", "/openapi")):
+            endpoints.setdefault(r.path, []).extend(m for m in methods if m != "HEAD")
+    return {"service": "llm-box-admin-api", "version": __version__, "docs": "/docs",
+            "openapi": "/openapi.json", "endpoints": endpoints}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,58 @@
+"""Response and body models: they feed the OpenAPI document that N8n users and schemathesis read."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+    status: int
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": desc} for code, desc in {
+        401: "Missing or wrong bearer token", 404: "Not found", 409: "Conflict with the current state",
+        422: "Invalid input", 429: "Rate limited or queue full (see Retry-After)",
+        503: "A dependency (Docker, the Hub) is unavailable", 507: "Not enough disk space"}.items()}
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    job_id: str
+    kind: str
+    model_id: str | None
+    revision: str | None
+    status: str
+    progress: int
+    bytes_downloaded: int
+    bytes_total: int
+    speed_bps: float
+    eta_seconds: float | None
+    files_done: int
+    files_total: int
+    error: str | None
+    error_code: str | None
+    attempts: int
+    created_at: str | None
+    started_at: str | None
+    completed_at: str | None
+    status_url: str
+    callback_url: str | None
+    result: dict | None
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class DownloadBody(_Body):
+    model_id: str | None = None
+    auto: bool | str | None = None
+    revision: str | None = None
+    include: str | list[str] | None = None
+    exclude: str | list[str] | None = None
+    callback_url: str | None = None
+    activate: bool | str | None = None
