@@ -24,6 +24,7 @@ NEW_FILE_MODE = 0o600
 # An allowlist rather than a denylist: printable ASCII minus everything that means something to
 # dotenv or compose (quotes, `$` interpolation, `#` comments, `=`, backslash escapes, whitespace).
 _SAFE_VALUE = re.compile(r"[!%&()*+,\-./0-9:;<>?@A-Z\[\]^_a-z{|}~]{1,512}")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 # `[export ]KEY<ws>=<ws>` as python-dotenv reads it (dotenv/parser.py), quoted key included.
 _HEAD = re.compile(r"(?:export[^\S\r\n]+)?(?:'[^']+'|[^=#\s]+)[^\S\r\n]*(=[^\S\r\n]*)?")
 _QUOTED = {"'": re.compile(r"'(?:\\.|[^'\\])*'", re.S), '"': re.compile(r'"(?:\\.|[^"\\])*"', re.S)}
@@ -49,9 +50,8 @@ def _parse(text: str) -> dict[str, str | None]:
 
 def read_value(path: Path, key: str = DEFAULT_KEY) -> str | None:
     """The key's value as python-dotenv parses it, read fresh from disk every call."""
-    if not Path(path).is_file():
-        return None
-    return dotenv_values(path, interpolate=False).get(key)
+    raw = snapshot(path)
+    return None if raw is None else _parse(raw.decode("utf-8", errors="surrogateescape")).get(key)
 
 
 def _lock(path: Path, timeout: float) -> FileLock:
@@ -182,6 +182,8 @@ def set_value(path: Path, value: str, key: str = DEFAULT_KEY, *,
               lock_timeout: float = LOCK_TIMEOUT) -> str | None:
     """Set `key` to `value`, changing nothing else in the file. Returns the previous value."""
     validate_env_value(value)
+    if not _KEY.fullmatch(key):
+        raise InvalidInput(f"Invalid .env key {key[:40]!r}.", code="invalid_env_key")
     path = _real(path)
     try:
         with _lock(path, lock_timeout):

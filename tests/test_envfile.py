@@ -187,6 +187,16 @@ def test_other_key_and_missing_file(tmp_path):
     assert path.read_text() == "DEFAULT_MODEL=Qwen/Qwen2.5-7B-Instruct\nPORT=8000\n"
 
 
+@pytest.mark.parametrize("bad_key", ["", "A B", "A=B", "A\nB", "1A", "export A"])
+def test_bad_key_refused(tmp_path, bad_key):
+    path = tmp_path / ".env"
+    path.write_text("A=1\n")
+    with pytest.raises(InvalidInput) as e:
+        set_value(path, "x", key=bad_key)
+    assert e.value.code == "invalid_env_key"
+    assert path.read_text() == "A=1\n"
+
+
 def test_read_value_is_fresh(tmp_path):
     path = tmp_path / ".env"
     path.write_text("DEFAULT_MODEL=a/b\n")
