@@ -56,3 +56,26 @@ class DownloadBody(_Body):
     exclude: str | list[str] | None = None
     callback_url: str | None = None
     activate: bool | str | None = None
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model_id: str
+    status: str
+
+
+class Container(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    status: str
+    health: str
+    image: str | None
+    started_at: str | None
+    restart_count: int
+
+
+class ModelBody(_Body):
+    model_id: str | None = None
+    force: bool | str | None = None
+    restart: bool | str | None = None
+    callback_url: str | None = None

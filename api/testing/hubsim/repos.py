@@ -19,7 +19,7 @@ from pathlib import Path
 
 LFS_EXTENSIONS = (".safetensors", ".bin", ".gguf", ".pt", ".onnx", ".h5", ".msgpack")
 LFS_MIN_SIZE = 10 * 1024 * 1024
-_META_VERSION = 1
+_META_VERSION = 2
 _BLOCK = 4 * 1024 * 1024
 _HEADER = 32  # bytes of each generated block replaced by a per-block digest
 
@@ -45,7 +45,9 @@ class FileEntry:
     path: str
     size: int
     sha256: str
-    git_sha1: str  # git blob sha1 of the content itself
+    # git blob sha1 of what git stores for the path: the content, or for LFS files the pointer.
+    # This is the tree `oid` and what `hf cache verify` checks non-LFS files against.
+    git_sha1: str
     disk_path: Path
 
     @property
@@ -55,11 +57,6 @@ class FileEntry:
     @property
     def pointer(self) -> bytes:
         return lfs_pointer(self.sha256, self.size)
-
-    @property
-    def oid(self) -> str:
-        """What the tree lists as `oid`: for LFS files git stores the pointer, not the content."""
-        return git_blob_sha1(self.pointer) if self.lfs else self.git_sha1
 
     @property
     def etag(self) -> str:
@@ -72,7 +69,6 @@ class FileEntry:
             "sha256": self.sha256,
             "git_sha1": self.git_sha1,
             "lfs": self.lfs,
-            "oid": self.oid,
             "etag": self.etag,
         }
 
@@ -132,16 +128,14 @@ def _spec_of(repo_id: str, files: dict[str, bytes | int]) -> dict:
     return {"version": _META_VERSION, "repo_id": repo_id, "files": spec}
 
 
-def _generate(dest: Path, size: int, seed: bytes, pool: ThreadPoolExecutor) -> tuple[str, str]:
-    """Write `size` deterministic pseudo-random bytes and return (sha256, git sha1).
+def _generate(dest: Path, size: int, seed: bytes, pool: ThreadPoolExecutor) -> str:
+    """Write `size` deterministic pseudo-random bytes and return their sha256.
 
     One random block is repeated, with its head replaced by a per-block digest so that no two
     blocks are equal (dedup or caching in the path under test cannot fake a transfer). Hashing
-    runs in two threads beside the write; hashlib drops the GIL for large buffers."""
+    runs in a second thread beside the write; hashlib drops the GIL for large buffers."""
     sha256 = hashlib.sha256()
-    sha1 = hashlib.sha1(git_blob_header(size))
-    base = hashlib.shake_256(b"hubsim-block:" + seed).digest(_BLOCK)
-    block = bytearray(base)
+    block = bytearray(hashlib.shake_256(b"hubsim-block:" + seed).digest(_BLOCK))
     view = memoryview(block)
     with open(dest, "wb") as f:
         index = 0
@@ -150,13 +144,12 @@ def _generate(dest: Path, size: int, seed: bytes, pool: ThreadPoolExecutor) -> t
             n = min(_BLOCK, left)
             block[:_HEADER] = hashlib.blake2b(seed + index.to_bytes(8, "little"), digest_size=_HEADER).digest()
             chunk = view[:n]
-            jobs = [pool.submit(sha256.update, chunk), pool.submit(sha1.update, chunk)]
+            job = pool.submit(sha256.update, chunk)
             f.write(chunk)
-            for job in jobs:
-                job.result()  # the next iteration mutates the block
+            job.result()  # the next iteration rewrites the block
             left -= n
             index += 1
-    return sha256.hexdigest(), sha1.hexdigest()
+    return sha256.hexdigest()
 
 
 class RepoStore:
@@ -226,19 +219,23 @@ class RepoStore:
     @staticmethod
     def _build(repo_id: str, files: dict[str, bytes | int], spec: dict, content_dir: Path) -> dict:
         entries = {}
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="hubsim-hash") as pool:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubsim-hash") as pool:
             for path in spec["files"]:
                 dest = content_dir / path
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 content = files[path]
                 if isinstance(content, int):
                     seed = hashlib.sha256(f"{repo_id}\0{path}".encode()).digest()
-                    sha256, sha1 = _generate(dest, content, seed, pool)
                     size = content
+                    sha256 = _generate(dest, size, seed, pool)
+                    # Non-LFS files are small (< 10 MiB), so reading one back is cheap; for LFS
+                    # files git only ever hashes the pointer.
+                    data = None if is_lfs(path, size) else dest.read_bytes()
                 else:
                     data = bytes(content)
                     dest.write_bytes(data)
-                    sha256, sha1, size = hashlib.sha256(data).hexdigest(), git_blob_sha1(data), len(data)
+                    size, sha256 = len(data), hashlib.sha256(data).hexdigest()
+                sha1 = git_blob_sha1(lfs_pointer(sha256, size) if data is None else data)
                 entries[path] = {"size": size, "sha256": sha256, "git_sha1": sha1}
         return {"spec": spec, "entries": entries}
 

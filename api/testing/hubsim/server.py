@@ -411,7 +411,7 @@ class Handler(BaseHTTPRequestHandler):
         for entry in revision.files.values():
             sib: dict[str, Any] = {"rfilename": entry.path}
             if blobs:
-                sib.update(size=entry.size, blobId=entry.oid)
+                sib.update(size=entry.size, blobId=entry.git_sha1)
                 if entry.lfs:
                     sib["lfs"] = {"sha256": entry.sha256, "size": entry.size, "pointerSize": len(entry.pointer)}
             siblings.append(sib)
@@ -451,7 +451,7 @@ class Handler(BaseHTTPRequestHandler):
                 entries.append({"type": "directory", "oid": oid, "path": d})
         for entry in revision.files.values():
             if wanted(entry.path):
-                item: dict[str, Any] = {"type": "file", "oid": entry.oid, "size": entry.size, "path": entry.path}
+                item: dict[str, Any] = {"type": "file", "oid": entry.git_sha1, "size": entry.size, "path": entry.path}
                 if entry.lfs:
                     item["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": len(entry.pointer)}
                 entries.append(item)
@@ -503,7 +503,7 @@ class Handler(BaseHTTPRequestHandler):
                 "Location": location,
                 "X-Linked-Etag": f'"{entry.sha256}"',
                 "X-Linked-Size": entry.size,
-                "ETag": f'"{entry.oid}"',
+                "ETag": f'"{entry.git_sha1}"',
                 "Content-Length": 0,
             }
             self._start(302, headers)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+
+from ..deps import ContainersDep, ModelsDep, SettingsDep, SwitchDep
+from ..errors import ApiError
+from ..validation import validate_repo_id
+from ..webhooks import validate_callback_url
+from ._params import as_bool, as_str, pick
+from .schemas import ERRORS, Job, ModelBody
+
+router = APIRouter(prefix="/api", tags=["active model"])
+
+
+@router.get("/active-model", summary="The active model: DEFAULT_MODEL as the .env file says now",
+            responses=ERRORS)
+def get_active(settings: SettingsDep, models: ModelsDep, containers: ContainersDep) -> dict:
+    container = None
+    try:
+        container = containers.get(settings.inference_container)
+    except ApiError:
+        container = None  # no engine, or the container does not exist yet
+    return {"model_id": models.active_model(), "env_file": str(settings.env_file), "container": container}
+
+
+@router.put("/active-model", summary="Switch the active model (202 with a switch job)", status_code=202,
+            response_model=Job, responses=ERRORS)
+def put_active(switch: SwitchDep, settings: SettingsDep,
+               model_id: Annotated[str | None, Query(examples=["Qwen/Qwen2.5-0.5B-Instruct"])] = None,
+               restart: Annotated[str | None, Query(description="false: rewrite .env only")] = None,
+               callback_url: Annotated[str | None, Query()] = None,
+               body: Annotated[ModelBody | None, Body()] = None) -> dict:
+    b = body.model_dump(exclude_none=True) if body else {}
+    repo_id = validate_repo_id(as_str("model_id", pick("model_id", model_id, b)))
+    cb = validate_callback_url(as_str("callback_url", pick("callback_url", callback_url, b)), settings)
+    return switch.request(repo_id, as_bool("restart", pick("restart", restart, b), True), cb)

@@ -1,0 +1,95 @@
+"""The health-gated model switch: rewrite .env, recreate the inference container, roll back on failure."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from . import envfile
+from .containers import ContainerManager, SwitchFailed
+from .errors import ApiError, Conflict, ServiceUnavailable
+from .jobs.manager import JobManager, LiveJob
+from .models_cache import ModelCache
+from .settings import Settings
+from .validation import validate_repo_id
+
+log = logging.getLogger(__name__)
+
+
+class SwitchService:
+    def __init__(self, settings: Settings, jobs: JobManager, models: ModelCache, containers: ContainerManager,
+                 lock: threading.Lock):
+        self.settings = settings
+        self.jobs = jobs
+        self.models = models
+        self.containers = containers
+        self.lock = lock   # shared with delete: neither may race the other
+
+    def request(self, model_id: str, restart: bool, callback_url: str | None = None) -> dict:
+        validate_repo_id(model_id)
+        envfile.validate_env_value(model_id)
+        if not self.models.is_complete(model_id):
+            raise Conflict(f"{model_id} is not completely downloaded.", code="model_not_downloaded")
+        if restart and not self.containers.available():
+            raise ServiceUnavailable("The Docker engine is not reachable; nothing was changed.",
+                                     code="docker_unavailable")
+        if not self.lock.acquire(blocking=False):
+            raise Conflict("Another switch or delete is in progress.", code="switch_in_progress")
+        try:
+            # The runner owns the lock from here and releases it when the job ends.
+            return self.jobs.submit("switch", model_id, {"restart": restart}, callback_url=callback_url)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def run(self, live: LiveJob, rec: dict) -> dict:
+        try:
+            return self._switch(live, rec["model_id"], bool((rec["params"] or {}).get("restart", True)))
+        finally:
+            self.lock.release()
+
+    def _switch(self, live: LiveJob, model_id: str, restart: bool) -> dict:
+        started = time.monotonic()
+        env_path = self.settings.env_file
+        before = envfile.snapshot(env_path)
+        steps: list[dict] = []
+        result = {"previous_model": None, "model_id": model_id, "restart": restart, "steps": steps}
+        live.result = result
+
+        def step(name: str, info: dict | None = None) -> None:
+            steps.append({"step": name, "at_seconds": round(time.monotonic() - started, 3), **(info or {})})
+
+        result["previous_model"] = envfile.set_value(env_path, model_id)
+        step("env_rewritten", {"env_file": str(env_path)})
+        log.info("job %s: switch %s -> %s", live.job_id, result["previous_model"], model_id)
+        if not restart:
+            result["seconds"] = round(time.monotonic() - started, 3)
+            return result
+        name = self.settings.inference_container
+        try:
+            info = self.containers.recreate_with_env(
+                name, {"DEFAULT_MODEL": model_id}, timeout=self.settings.switch_timeout,
+                health_url=self.settings.inference_health_url, models_url=self.settings.inference_models_url,
+                expect_model=model_id if self.settings.inference_models_url else None,
+                on_step=lambda s, i: step(s, {k: v for k, v in (i or {}).items() if _plain(v)}))
+        except BaseException as e:
+            envfile.restore(env_path, before)
+            step("env_restored")
+            result["logs"] = getattr(e, "logs", None)
+            if isinstance(e, SwitchFailed):
+                err = ApiError(f"{model_id} did not become healthy; rolled back to {result['previous_model']}. "
+                               f"{e.detail}", code="switch_failed", status=502)
+            elif isinstance(e, ApiError):
+                err = ApiError(f"Switch to {model_id} failed and was rolled back: {e.detail}", code=e.code,
+                               status=e.status)
+            else:
+                raise
+            err.result = result
+            raise err from e
+        result["container"] = {k: info.get(k) for k in ("name", "new_container_id", "healthy_after_seconds")}
+        result["seconds"] = round(time.monotonic() - started, 3)
+        return result
+
+
+def _plain(v) -> bool:
+    return isinstance(v, (str, int, float, bool)) or v is None
