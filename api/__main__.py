@@ -15,7 +15,7 @@ def main() -> int:
     from . import Settings, create_app
 
     try:
-        settings = Settings()
+        settings = Settings.from_environment()
         app = create_app(settings)
     except (RuntimeError, ValidationError) as e:
         print(f"llm-box admin API: cannot start: {e}", file=sys.stderr)

@@ -77,7 +77,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or Settings.from_environment()
     key = settings.proxy_api_key.get_secret_value()
     if not key.strip():
         raise RuntimeError("PROXY_API_KEY is empty: refusing to start an admin API without a token.")

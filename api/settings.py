@@ -12,12 +12,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def _env_file() -> str:
-    return os.environ.get("ENV_FILE", ".env")
-
-
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=_env_file(), env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     proxy_api_key: SecretStr = SecretStr("")
     hf_token: SecretStr | None = None
@@ -53,6 +49,11 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, v: str) -> str:
         return v.rstrip("/")
+
+    @classmethod
+    def from_environment(cls) -> "Settings":
+        """Environment first, then the .env file named by ENV_FILE (default ./.env)."""
+        return cls(_env_file=os.environ.get("ENV_FILE", ".env"))
 
     @property
     def hf_cache(self) -> Path:

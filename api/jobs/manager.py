@@ -277,10 +277,10 @@ class JobManager:
 
     def _start(self, rec: dict) -> None:
         with self._lock:
-            live = LiveJob(rec["job_id"], rec["kind"], attempts_base=rec["attempts"] or 0)
+            live = LiveJob(rec["job_id"], rec["kind"], attempts_base=rec.get("attempts") or 0)
             live.status = "downloading" if rec["kind"] == "download" else "running"
             self._live[rec["job_id"]] = live
-            self.store.update(rec["job_id"], status=live.status, started_at=rec["started_at"] or now_iso(),
+            self.store.update(rec["job_id"], status=live.status, started_at=rec.get("started_at") or now_iso(),
                               attempts=live.attempts_base + 1)
             live.thread = threading.Thread(target=self._run, args=(live, rec), daemon=True,
                                            name=f"job-{rec['job_id']}")

@@ -347,7 +347,8 @@ class Handler(BaseHTTPRequestHandler):
         if head == "api":
             area = segs[1] if len(segs) > 1 else ""
             if area == "agent-harnesses":
-                return self._send_json(200, [])
+                # 2.4.0 reads this as a registry object; a bare [] makes the `hf` CLI crash.
+                return self._send_json(200, {"standardEnvVars": [], "harnesses": {}})
             if area == "telemetry":
                 return self._send_json(200, {})
             if area == "models":

@@ -1,0 +1,39 @@
+# make run: set up everything and start the API.  make test: the whole test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test install demo bench e2e lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+.env:
+	$(PY) scripts/make-env.py .env
+
+run: install .env
+	$(PY) -m api
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+demo: install
+	$(PY) -m api.testing.demo
+
+bench: install
+	$(PY) bench/bench_download.py
+
+e2e: install
+	bash tests/e2e/run-n8n.sh
+
+lint:
+	shellcheck scripts/modelctl scripts/management/*.sh .ci/run .ci/*.sh
+
+clean:
+	rm -rf $(VENV) .demo
