@@ -15,7 +15,7 @@ from slowapi.util import get_remote_address
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .auth import require_token
+from .auth import reject_unknown_query, require_token
 from .download.cache import HFCache
 from .download.engine import DownloadEngine
 from .download.transfer import TransferRegistry
@@ -45,6 +45,16 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "The request is not valid."
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    from starlette.routing import Match
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -56,11 +66,20 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:  # FastAPI's "error parsing the body": a validation error like any other
+            return error_response(422, "invalid_json", "The request body is not valid JSON.")
         code = _STATUS_CODES.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # Starlette names only the first route that matched the path; a path served by two
+            # routes (GET and PUT /api/active-model) must list both.
+            allowed = _allowed_methods(request)
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+            detail = f"{request.method} is not allowed here; use {', '.join(allowed)}."
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"No route {request.method} {request.url.path}."
-        return error_response(exc.status_code, code, detail, headers=getattr(exc, "headers", None))
+        return error_response(exc.status_code, code, detail, headers=headers)
 
     @app.exception_handler(RateLimitExceeded)
     async def _rate(request: Request, exc: RateLimitExceeded):
@@ -122,12 +141,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     install_error_handlers(app)
 
-    secured = [Depends(require_token)]
+    from .routes.schemas import ERRORS
+    secured = {"dependencies": [Depends(require_token), Depends(reject_unknown_query)], "responses": {c: ERRORS[c] for c in (401, 429)}}
     app.include_router(root.public)
     limiter.exempt(root.health)
-    app.include_router(root.router, dependencies=secured)
-    app.include_router(downloads.router, dependencies=secured)
-    app.include_router(jobs.router, dependencies=secured)
-    for router in services.routers():
-        app.include_router(router, dependencies=secured)
+    for router in [root.router, downloads.router, jobs.router, *services.routers()]:
+        app.include_router(router, **secured)
+    app.openapi = lambda: _openapi(app)
     return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """model_id may come in the query or in a flat JSON body; the document shows the query form as
+    required, because a request with neither is refused."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    for path, ops in schema["paths"].items():
+        if path == "/api/download-progress":
+            continue
+        for op in ops.values():
+            for param in op.get("parameters", []):
+                if param["name"] == "model_id" and param["in"] == "query":
+                    param["required"] = True
+                    param["schema"].pop("anyOf", None)
+                    param["schema"].update(type="string", pattern=_model_id_pattern(), maxLength=200)
+    app.openapi_schema = schema
+    return schema
+
+
+def _model_id_pattern() -> str:
+    from .validation import REPO_ID_PATTERN
+    return REPO_ID_PATTERN

@@ -105,7 +105,9 @@ class ModelCache:
         last = jobs[0] if jobs else None
         if last and last["status"] in DOWNLOADING:
             status = "downloading"
-        elif complete and (last is None or last["status"] == "complete" or last["revision"] != revision):
+        elif complete:
+            # Every file of the ref's snapshot is on disk. A later download request that failed or
+            # was cancelled (Hub down, token revoked) leaves this snapshot intact: still complete.
             status = "complete"
         else:
             status = "partial"
@@ -160,6 +162,8 @@ class ModelCache:
                 raise Conflict(f"{repo_id} is being downloaded (job {running['job_id']}); cancel it or pass "
                                "force=true.", code="download_in_progress")
             self.jobs.cancel(running["job_id"], discard=True)
+            # The job may have placed blobs (or the whole snapshot) before it stopped: look again.
+            folder = self._folder(repo_id)
         freed = 0
         if folder is not None:
             freed = _disk_bytes(folder)

@@ -41,11 +41,12 @@ class Services:
         try:
             sw = self.switch.request(job["model_id"], restart=True, callback_url=None)
             log.info("job %s: download complete, switch job %s started", job["job_id"], sw["job_id"])
-            self.jobs.store.update(job["job_id"], result={**(rec["result"] or {}), "switch_job_id": sw["job_id"]})
+            result = {**(rec["result"] or {}), "switch_job_id": sw["job_id"]}
         except Exception as e:  # noqa: BLE001 - recorded on the download job
             log.warning("job %s: activate failed: %s", job["job_id"], e)
-            self.jobs.store.update(job["job_id"], result={**(rec["result"] or {}),
-                                                          "activate_error": getattr(e, "code", "activate_failed")})
+            result = {**(rec["result"] or {}), "activate_error": getattr(e, "code", "activate_failed")}
+        self.jobs.store.update(job["job_id"], result=result)
+        job["result"] = result  # the hooks after this one (the webhook) send this same dict
 
     def delete_model(self, model_id: str, force: bool) -> dict:
         if not self.lock.acquire(timeout=5):

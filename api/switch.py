@@ -36,6 +36,9 @@ class SwitchService:
         if not self.lock.acquire(blocking=False):
             raise Conflict("Another switch or delete is in progress.", code="switch_in_progress")
         try:
+            # Checked again under the lock: a delete may have run between the check above and here.
+            if not self.models.is_complete(model_id):
+                raise Conflict(f"{model_id} is not completely downloaded.", code="model_not_downloaded")
             # The runner owns the lock from here and releases it when the job ends.
             return self.jobs.submit("switch", model_id, {"restart": restart}, callback_url=callback_url)
         except BaseException:

@@ -1,4 +1,16 @@
-"""Webhook delivery at a job's final state: signed, retried with backoff, no redirects followed."""
+"""Webhook delivery at a job's final state: signed, retried with backoff, no redirects followed.
+
+A job submitted with `callback_url` gets one POST of its JSON (the same object `GET /api/jobs/{id}`
+returns, without the `webhook` field) when it reaches complete, failed or cancelled. Delivery:
+
+- `Content-Type: application/json`, `X-Job-Id: <job_id>`, and with WEBHOOK_SECRET set
+  `X-Signature-256: sha256=<hex HMAC-SHA256(secret, raw body)>` (GitHub's scheme).
+- A 2xx answer delivers it. Connection errors, 408, 409, 425, 429 and 5xx are retried with random
+  exponential backoff (capped at `webhook_backoff_max` seconds, `webhook_max_attempts` tries in
+  all). A 3xx is never followed and, like other 4xx answers, fails at once.
+- The delivery state is kept on the job as `webhook`:
+  `{"status": "pending|delivered|failed", "attempts", "last_status", "last_error"}`.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -17,17 +29,27 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Used when the settings have no webhook_max_attempts / webhook_backoff_max field.
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_BACKOFF_MAX = 30.0
+DEFAULT_TIMEOUT = 10.0
+# 409 too: N8n answers a Wait node's resume URL with 409 "is running already" when the job finishes
+# before the execution has reached its Wait node (a fast download); a moment later it is waiting.
+RETRY_STATUSES = (408, 409, 425, 429)
+
 
 def validate_callback_url(url: str | None, settings: Settings) -> str | None:
     if url is None or url == "":
         return None
+    host = None
     try:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        host = None
-    if len(url) > 2000 or parts.scheme not in ("http", "https") or not host or any(c in url for c in "\r\n\t "):
+        scheme = parts.scheme
+    except ValueError:  # a bad port, an unclosed IPv6 bracket ...
+        host, scheme = None, ""
+    if len(url) > 2000 or scheme not in ("http", "https") or not host or any(c in url for c in "\r\n\t "):
         raise InvalidInput("callback_url must be an absolute http(s) URL.", code="invalid_callback_url")
     allowed = [h.strip().lower() for h in settings.webhook_allowed_hosts.split(",") if h.strip()]
     if allowed and host.lower() not in allowed:
@@ -44,14 +66,21 @@ class _Retryable(Exception):
     pass
 
 
+class _Permanent(Exception):
+    pass
+
+
 class WebhookNotifier:
     """Called by the job manager when a job reaches complete, failed or cancelled."""
 
-    def __init__(self, settings: Settings, store, attempts: int = 5, max_wait: float = 30.0):
+    def __init__(self, settings: Settings, store, attempts: int | None = None, max_wait: float | None = None):
         self.settings = settings
         self.store = store
-        self.attempts = attempts
-        self.max_wait = max_wait
+        self.attempts = max(1, int(attempts if attempts is not None
+                                   else getattr(settings, "webhook_max_attempts", DEFAULT_MAX_ATTEMPTS)))
+        self.max_wait = float(max_wait if max_wait is not None
+                              else getattr(settings, "webhook_backoff_max", DEFAULT_BACKOFF_MAX))
+        self.timeout = float(getattr(settings, "webhook_timeout", DEFAULT_TIMEOUT))
         self._stop = threading.Event()
 
     def close(self) -> None:
@@ -62,30 +91,45 @@ class WebhookNotifier:
             threading.Thread(target=self.deliver, args=(job,), daemon=True,
                              name=f"webhook-{job['job_id']}").start()
 
+    def _save(self, job_id: str, state: dict) -> None:
+        try:
+            self.store.update(job_id, webhook=dict(state))
+        except Exception:  # noqa: BLE001 - the state is informative; delivery goes on
+            log.exception("job %s: could not record webhook state", job_id)
+
     def deliver(self, job: dict) -> dict:
         url = job["callback_url"]
+        job_id = job["job_id"]
         body = json.dumps({k: v for k, v in job.items() if k != "webhook"}).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "llm-box-admin-api-webhook",
-                   "X-Job-Id": job["job_id"]}
+                   "X-Job-Id": job_id}
         secret = self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else ""
         if secret:
             headers["X-Signature-256"] = sign(secret, body)
         state = {"status": "pending", "attempts": 0, "last_status": None, "last_error": None}
+        self._save(job_id, state)
 
         def attempt() -> None:
+            if self._stop.is_set():
+                raise InterruptedError()
             state["attempts"] += 1
             try:
-                with httpx.Client(follow_redirects=False, timeout=10.0) as client:
+                with httpx.Client(follow_redirects=False, timeout=self.timeout) as client:
                     r = client.post(url, content=body, headers=headers)
             except httpx.HTTPError as e:
-                state["last_error"] = type(e).__name__
+                state["last_status"], state["last_error"] = None, type(e).__name__
+                self._save(job_id, state)
                 raise _Retryable() from e
             state["last_status"] = r.status_code
             if r.status_code >= 300:
                 state["last_error"] = f"HTTP {r.status_code}"
-                if r.status_code in (408, 425, 429) or r.status_code >= 500:
+                if 300 <= r.status_code < 400:
+                    state["last_error"] += " (redirects are not followed)"
+                self._save(job_id, state)
+                if r.status_code in RETRY_STATUSES or r.status_code >= 500:
                     raise _Retryable()
-                raise ValueError("permanent")   # a 3xx or 4xx answer will not change on retry
+                raise _Permanent()   # a 3xx or 4xx answer will not change on retry
+            state["last_error"] = None
 
         def sleep(s: float) -> None:
             if self._stop.wait(s):
@@ -93,12 +137,19 @@ class WebhookNotifier:
 
         try:
             Retrying(retry=retry_if_exception_type(_Retryable), stop=stop_after_attempt(self.attempts),
-                     wait=wait_random_exponential(multiplier=1, max=self.max_wait), sleep=sleep)(attempt)
+                     wait=wait_random_exponential(multiplier=min(1.0, self.max_wait), max=self.max_wait),
+                     sleep=sleep)(attempt)
             state["status"] = "delivered"
-        except (RetryError, ValueError, InterruptedError):
+        except (RetryError, _Permanent):
             state["status"] = "failed"
-        log.info("job %s: webhook %s after %d attempt(s)", job["job_id"], state["status"], state["attempts"])
-        self.store.update(job["job_id"], webhook=state)
+        except InterruptedError:
+            state["status"] = "failed"
+            state["last_error"] = state["last_error"] or "service stopped"
+        except Exception as e:  # noqa: BLE001 - never let a delivery thread die silently
+            log.exception("job %s: webhook delivery error", job_id)
+            state["status"], state["last_error"] = "failed", type(e).__name__
+        log.info("job %s: webhook %s after %d attempt(s)", job_id, state["status"], state["attempts"])
+        self._save(job_id, state)
         return state
 
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import httpx2
 from huggingface_hub import HfApi
-from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
-                                    RevisionNotFoundError)
+from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError,
+                                    RepositoryNotFoundError, RevisionNotFoundError)
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import filter_repo_objects
 
@@ -69,6 +69,9 @@ def _map_error(e: Exception, what: str) -> Exception:
     if isinstance(e, RepositoryNotFoundError):
         return DownloadError(f"{what} does not exist on the Hub (or the token cannot see it).", "repo_not_found",
                              permanent=True)
+    if isinstance(e, HFValidationError):
+        # Our validator is looser than the Hub's (e.g. its 96-character parts): no such repo exists.
+        return DownloadError(f"{what} cannot exist on the Hub ({e}).", "repo_not_found", permanent=True)
     if isinstance(e, EntryNotFoundError):
         return DownloadError(f"A file of {what} is missing on the Hub.", "file_not_found", permanent=True)
     if isinstance(e, HfHubHTTPError) and e.response is not None:

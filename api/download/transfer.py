@@ -201,7 +201,7 @@ class BlobTransfer:
     def _persist(self, force: bool = False) -> None:
         """Save part offsets; called with the lock held. Offsets only ever lag the bytes on disk."""
         now = time.monotonic()
-        if not force and self._unpersisted < max(self.opts.part_size // 2, 4 << 20) and now - self._persisted_at < 0.5:
+        if not force and self._unpersisted < max(self.opts.part_size // 2, 1 << 20) and now - self._persisted_at < 0.5:
             return
         data = json.dumps({"size": self.spec.size, "part_size": self.opts.part_size,
                            "key": self.spec.key, "what": self.spec.what,
@@ -372,15 +372,17 @@ class BlobTransfer:
             elif resp.status not in (200, 206):
                 resp.read()
                 raise error_for(resp.status, resp.headers, self.spec.what)
-            mv = memoryview(buf)
             pos = start
             while part.remaining:
                 if self._abort.is_set():
                     raise Aborted(self.spec.what)
-                n = resp.readinto(mv[:min(len(buf), part.remaining)])
+                # read1, not readinto: readinto blocks until the whole buffer is full, so on a stall
+                # or a kill up to BUF_SIZE bytes per connection that already arrived were lost.
+                data = resp.read1(min(len(buf), part.remaining))
+                n = len(data)
                 if not n:
                     raise TransientError(f"connection closed early for {self.spec.what}")
-                os.pwrite(fd, mv[:n], pos)
+                os.pwrite(fd, data, pos)
                 pos += n
                 with self._cond:
                     part.done += n

@@ -22,7 +22,7 @@ from .store import ACTIVE, FINAL, JobStore, now_iso
 log = logging.getLogger(__name__)
 RUNNING = ("downloading", "verifying", "running")
 HTTP_FOR_CODE = {"repo_not_found": 404, "revision_not_found": 404, "file_not_found": 404, "gated_repo": 403,
-                 "unauthorized": 403, "no_matching_files": 422, "insufficient_storage": 507}
+                 "unauthorized": 403, "no_matching_files": 404, "insufficient_storage": 507}
 
 
 class SpeedMeter:

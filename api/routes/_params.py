@@ -34,3 +34,24 @@ def as_str(name: str, value) -> str | None:
     if not isinstance(value, str):
         raise InvalidInput(f"{name} must be a string.", code="invalid_input")
     return value
+
+
+# Query parameter types shared by the routes. Their patterns are the validators' own, so the OpenAPI
+# document describes exactly what is accepted (schemathesis checks that both agree).
+from typing import Annotated  # noqa: E402
+
+from fastapi import Query  # noqa: E402
+
+from ..validation import PATTERNS_PATTERN, REPO_ID_PATTERN, REVISION_PATTERN  # noqa: E402
+
+CALLBACK_PATTERN = r"^https?://[A-Za-z0-9.-]+(?::[0-9]{1,4})?(?:/[A-Za-z0-9._~%/?=&-]*)?$"
+ModelIdQ = Annotated[str | None, Query(pattern=REPO_ID_PATTERN, max_length=200,
+                                       examples=["Qwen/Qwen2.5-0.5B-Instruct"],
+                                       description="Hub repo id `org/name` (or `model_id` in a JSON body)")]
+RevisionQ = Annotated[str | None, Query(pattern=REVISION_PATTERN, max_length=200,
+                                        description="branch, tag or commit; default main")]
+PatternsQ = Annotated[str | None, Query(pattern=PATTERNS_PATTERN, max_length=2000,
+                                        description="comma-separated glob patterns")]
+CallbackQ = Annotated[str | None, Query(pattern=CALLBACK_PATTERN, max_length=2000,
+                                        description="URL POSTed the job at its final state")]
+FlagQ = Annotated[bool | None, Query()]

@@ -8,7 +8,7 @@ from ..deps import ContainersDep, ModelsDep, SettingsDep, SwitchDep
 from ..errors import ApiError
 from ..validation import validate_repo_id
 from ..webhooks import validate_callback_url
-from ._params import as_bool, as_str, pick
+from ._params import CallbackQ, ModelIdQ, as_bool, as_str, pick
 from .schemas import ERRORS, Job, ModelBody
 
 router = APIRouter(prefix="/api", tags=["active model"])
@@ -28,9 +28,9 @@ def get_active(settings: SettingsDep, models: ModelsDep, containers: ContainersD
 @router.put("/active-model", summary="Switch the active model (202 with a switch job)", status_code=202,
             response_model=Job, responses=ERRORS)
 def put_active(switch: SwitchDep, settings: SettingsDep,
-               model_id: Annotated[str | None, Query(examples=["Qwen/Qwen2.5-0.5B-Instruct"])] = None,
-               restart: Annotated[str | None, Query(description="false: rewrite .env only")] = None,
-               callback_url: Annotated[str | None, Query()] = None,
+               model_id: ModelIdQ = None,
+               restart: Annotated[bool | None, Query(description="false: rewrite .env only")] = None,
+               callback_url: CallbackQ = None,
                body: Annotated[ModelBody | None, Body()] = None) -> dict:
     b = body.model_dump(exclude_none=True) if body else {}
     repo_id = validate_repo_id(as_str("model_id", pick("model_id", model_id, b)))

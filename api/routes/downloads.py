@@ -6,25 +6,28 @@ from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse
 
 from ..deps import JobsDep, SettingsDep
-from ..validation import validate_patterns, validate_repo_id, validate_revision
+from ..validation import REPO_ID_PATTERN, validate_patterns, validate_repo_id, validate_revision
 from ..webhooks import validate_callback_url
-from ._params import as_bool, as_str, pick
-from .schemas import ERRORS, DownloadBody, Job
+from ._params import CallbackQ, ModelIdQ, PatternsQ, RevisionQ, as_bool, as_str, pick
+from .schemas import ERRORS, DownloadBody, Job, ManualInstructions
 
 router = APIRouter(prefix="/api", tags=["downloads"])
 
 
 @router.post("/download-model", summary="Queue a model download (202 with the job)",
-             status_code=202, response_model=Job, responses={200: {"model": Job}, **ERRORS})
+             status_code=202, response_model=Job,
+             responses={200: {"model": Job | ManualInstructions,
+                              "description": "The running job for this model, or manual instructions"},
+                        **ERRORS})
 def download_model(
     jobs: JobsDep, settings: SettingsDep,
-    model_id: Annotated[str | None, Query(examples=["Qwen/Qwen2.5-0.5B-Instruct"])] = None,
-    auto: Annotated[str | None, Query(description="false: answer with manual instructions")] = None,
-    revision: Annotated[str | None, Query()] = None,
-    include: Annotated[str | None, Query(description="comma-separated glob patterns")] = None,
-    exclude: Annotated[str | None, Query(description="comma-separated glob patterns")] = None,
-    callback_url: Annotated[str | None, Query()] = None,
-    activate: Annotated[str | None, Query(description="switch to it when complete")] = None,
+    model_id: ModelIdQ = None,
+    auto: Annotated[bool | None, Query(description="false: answer with manual instructions")] = None,
+    revision: RevisionQ = None,
+    include: PatternsQ = None,
+    exclude: PatternsQ = None,
+    callback_url: CallbackQ = None,
+    activate: Annotated[bool | None, Query(description="switch to it when complete")] = None,
     body: Annotated[DownloadBody | None, Body()] = None,
 ) -> Any:
     b = body.model_dump(exclude_none=True) if body else {}
@@ -55,8 +58,8 @@ def _hf_version() -> str:
             responses=ERRORS)
 def download_progress(
     jobs: JobsDep,
-    job_id: Annotated[str | None, Query()] = None,
-    model_id: Annotated[str | None, Query()] = None,
+    job_id: Annotated[str | None, Query(pattern=r"^[0-9a-f]{16}$")] = None,
+    model_id: Annotated[str | None, Query(pattern=REPO_ID_PATTERN, max_length=200)] = None,
 ) -> dict:
     if job_id:
         job = jobs.get(job_id)

@@ -44,7 +44,7 @@ def resume_job(jobs: JobsDep, job_id: JobId) -> dict:
 
 @router.post("/{job_id}/cancel", summary="Cancel a job; discard=true also deletes its partial bytes",
              response_model=Job, responses=ERRORS)
-def cancel_job(jobs: JobsDep, job_id: JobId, discard: Annotated[str | None, Query()] = None,
+def cancel_job(jobs: JobsDep, job_id: JobId, discard: Annotated[bool | None, Query()] = None,
                body: Annotated[dict | None, Body()] = None) -> dict:
     return jobs.cancel(job_id, discard=as_bool("discard", pick("discard", discard, body), False))
 

@@ -8,11 +8,10 @@ from fastapi.responses import JSONResponse
 from ..deps import ModelsDep, SettingsDep
 from ..validation import validate_repo_id
 from ..webhooks import validate_callback_url
-from ._params import as_bool, as_str, pick
+from ._params import CallbackQ, FlagQ, ModelIdQ, as_bool, as_str, pick
 from .schemas import ERRORS, Job, ModelBody, ModelInfo
 
 router = APIRouter(prefix="/api", tags=["models"])
-ModelId = Annotated[str | None, Query(examples=["Qwen/Qwen2.5-0.5B-Instruct"])]
 
 
 @router.get("/models", summary="Every model in the cache", response_model=list[ModelInfo], responses=ERRORS)
@@ -22,14 +21,14 @@ def list_models(models: ModelsDep) -> list[dict]:
 
 @router.get("/models/status", summary="One model's cache status (status not_found when absent)",
             response_model=ModelInfo, responses=ERRORS)
-def model_status(models: ModelsDep, model_id: ModelId = None) -> dict:
+def model_status(models: ModelsDep, model_id: ModelIdQ = None) -> dict:
     return models.status(validate_repo_id(model_id))
 
 
 @router.post("/models/verify", summary="Hash every file of a cached model (202 with a verify job)",
              status_code=202, response_model=Job, responses=ERRORS)
-def verify_model(models: ModelsDep, settings: SettingsDep, model_id: ModelId = None,
-                 callback_url: Annotated[str | None, Query()] = None,
+def verify_model(models: ModelsDep, settings: SettingsDep, model_id: ModelIdQ = None,
+                 callback_url: CallbackQ = None,
                  body: Annotated[ModelBody | None, Body()] = None) -> dict:
     b = body.model_dump(exclude_none=True) if body else {}
     repo_id = validate_repo_id(as_str("model_id", pick("model_id", model_id, b)))
@@ -39,7 +38,7 @@ def verify_model(models: ModelsDep, settings: SettingsDep, model_id: ModelId = N
 
 @router.delete("/delete-model", summary="Delete a cached model (refuses the active one unless force=true)",
                responses=ERRORS)
-def delete_model(request: Request, model_id: ModelId = None, force: Annotated[str | None, Query()] = None,
+def delete_model(request: Request, model_id: ModelIdQ = None, force: FlagQ = None,
                  body: Annotated[ModelBody | None, Body()] = None) -> JSONResponse:
     b = body.model_dump(exclude_none=True) if body else {}
     repo_id = validate_repo_id(as_str("model_id", pick("model_id", model_id, b)))

@@ -1,9 +1,17 @@
 """Response and body models: they feed the OpenAPI document that N8n users and schemathesis read."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..validation import PATTERNS_PATTERN, REPO_ID_PATTERN, REVISION_PATTERN
+from ._params import CALLBACK_PATTERN
+
+ModelIdField = Annotated[str | None, Field(pattern=REPO_ID_PATTERN, max_length=200)]
+CallbackField = Annotated[str | None, Field(pattern=CALLBACK_PATTERN, max_length=2000)]
+_Glob = Annotated[str, Field(pattern=PATTERNS_PATTERN, min_length=1, max_length=200)]
+Patterns = Annotated[str, Field(pattern=PATTERNS_PATTERN, max_length=2000)] | list[_Glob] | None
 
 
 class ErrorBody(BaseModel):
@@ -14,8 +22,9 @@ class ErrorBody(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": desc} for code, desc in {
-        401: "Missing or wrong bearer token", 404: "Not found", 409: "Conflict with the current state",
-        422: "Invalid input", 429: "Rate limited or queue full (see Retry-After)",
+        401: "Missing or wrong bearer token", 403: "The Hub refused access (gated repo, token)",
+        404: "Not found", 409: "Conflict with the current state", 422: "Invalid input",
+        429: "Rate limited or queue full (see Retry-After)", 502: "The Hub or Docker answered with an error",
         503: "A dependency (Docker, the Hub) is unavailable", 507: "Not enough disk space"}.items()}
 
 
@@ -49,13 +58,13 @@ class _Body(BaseModel):
 
 
 class DownloadBody(_Body):
-    model_id: str | None = None
-    auto: bool | str | None = None
-    revision: str | None = None
-    include: str | list[str] | None = None
-    exclude: str | list[str] | None = None
-    callback_url: str | None = None
-    activate: bool | str | None = None
+    model_id: ModelIdField = None
+    auto: bool | None = None
+    revision: Annotated[str | None, Field(pattern=REVISION_PATTERN, max_length=200)] = None
+    include: Patterns = None
+    exclude: Patterns = None
+    callback_url: CallbackField = None
+    activate: bool | None = None
 
 
 class ModelInfo(BaseModel):
@@ -75,7 +84,16 @@ class Container(BaseModel):
 
 
 class ModelBody(_Body):
-    model_id: str | None = None
-    force: bool | str | None = None
-    restart: bool | str | None = None
-    callback_url: str | None = None
+    model_id: ModelIdField = None
+    force: bool | None = None
+    restart: bool | None = None
+    callback_url: CallbackField = None
+
+
+class ManualInstructions(BaseModel):
+    status: str
+    model_id: str
+    revision: str
+    message: str
+    instructions: list[str]
+    cache_dir: str

@@ -132,6 +132,18 @@ def parse_range(header: str, size: int) -> tuple[int, int] | str | None:
     return start, end + 1
 
 
+def _file_item(entry: FileEntry) -> dict[str, Any]:
+    item: dict[str, Any] = {"type": "file", "oid": entry.git_sha1, "size": entry.size, "path": entry.path}
+    if entry.lfs:
+        item["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": len(entry.pointer)}
+    return item
+
+
+def _dir_item(revision: Revision, path: str) -> dict[str, Any]:
+    oid = hashlib.sha1(f"tree:{revision.commit}:{path}".encode()).hexdigest()
+    return {"type": "directory", "oid": oid, "path": path}
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
@@ -187,6 +199,7 @@ class Handler(BaseHTTPRequestHandler):
             if self._headers_sent:
                 self.close_connection = True
             else:
+                self._headers_buffer = []  # drop a half-built response
                 self._send_error(HttpError(500, None, "internal simulator error"))
 
     def _read_body(self) -> bytes:
@@ -214,7 +227,8 @@ class Handler(BaseHTTPRequestHandler):
         headers = dict(e.headers)
         if e.code:
             headers["X-Error-Code"] = e.code
-            headers["X-Error-Message"] = e.message
+            # Header values must be latin-1; paths in messages need not be.
+            headers["X-Error-Message"] = e.message.encode("ascii", "backslashreplace").decode()
         self._send_json(e.status, {"error": e.message}, headers)
 
     def _status_fault(self, effects: Fault | None) -> None:
@@ -352,7 +366,7 @@ class Handler(BaseHTTPRequestHandler):
             if area == "telemetry":
                 return self._send_json(200, {})
             if area == "models":
-                return self._api_models(segs[2:], dict(parse_qsl(url.query)))
+                return self._api_models(segs[2:], dict(parse_qsl(url.query)), body)
             raise HttpError(404, None, f"no such API route: {url.path}")
         return self._resolve(segs)
 
@@ -389,8 +403,8 @@ class Handler(BaseHTTPRequestHandler):
                 return found, rev, raw[i:]
         raise HttpError(404, "RevisionNotFound", f"Invalid rev id: {unquote(raw[0])}")
 
-    def _api_models(self, segs: list[str], query: dict[str, str]) -> None:
-        repo, repo_id, rest = self._split_repo(segs, ("revision", "tree"))
+    def _api_models(self, segs: list[str], query: dict[str, str], body: bytes) -> None:
+        repo, repo_id, rest = self._split_repo(segs, ("revision", "tree", "paths-info"))
         effects = self.sim.faults.take("api", repo_id, None)
         self._status_fault(effects)
         if repo is None:
@@ -401,6 +415,16 @@ class Handler(BaseHTTPRequestHandler):
             raw = rest[1:] if action else [quote(repo.default_ref, safe="")]
             revision, _, _ = self._pick_revision(repo, raw, need_rest=False)
             return self._send_json(200, self._info(repo, revision, _truthy(query.get("blobs"))), effects=effects)
+        if action == "paths-info" and self.command == "POST":
+            revision, _, _ = self._pick_revision(repo, rest[1:], need_rest=False)
+            wanted = [v for k, v in parse_qsl(body.decode()) if k == "paths"]
+            items = []
+            for path in dict.fromkeys(p.strip("/") for p in wanted):
+                if path in revision.files:
+                    items.append(_file_item(revision.files[path]))
+                elif path in revision.dirs:
+                    items.append(_dir_item(revision, path))
+            return self._send_json(200, items, effects=effects)
         if action == "tree":
             revision, rev, path_segs = self._pick_revision(repo, rest[1:], need_rest=False)
             path = unquote("/".join(path_segs)).strip("/")
@@ -445,17 +469,8 @@ class Handler(BaseHTTPRequestHandler):
                 return not path or p.startswith(path + "/")
             return posixpath.dirname(p) == path
 
-        entries: list[dict[str, Any]] = []
-        for d in revision.dirs:
-            if wanted(d):
-                oid = hashlib.sha1(f"tree:{revision.commit}:{d}".encode()).hexdigest()
-                entries.append({"type": "directory", "oid": oid, "path": d})
-        for entry in revision.files.values():
-            if wanted(entry.path):
-                item: dict[str, Any] = {"type": "file", "oid": entry.git_sha1, "size": entry.size, "path": entry.path}
-                if entry.lfs:
-                    item["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": len(entry.pointer)}
-                entries.append(item)
+        entries = [_dir_item(revision, d) for d in revision.dirs if wanted(d)]
+        entries += [_file_item(e) for e in revision.files.values() if wanted(e.path)]
         entries.sort(key=lambda e: e["path"])
         try:
             cursor = max(0, int(query.get("cursor") or 0))

@@ -115,7 +115,7 @@ class HubSim:
                 "gated": repo.gated,
                 "refs": dict(repo.refs),
                 "commits": {
-                    commit: {path: e.info() for path, e in rev.files.items()} for commit, rev in repo.commits.items()
+                    commit: {path: e.info() for path, e in rev.files.items()} for commit, rev in list(repo.commits.items())
                 },
             }
         return out

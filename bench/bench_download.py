@@ -1,0 +1,582 @@
+#!/usr/bin/env python3
+"""Download-engine benchmark: the API side by side with `hf download`, aria2c and curl.
+
+    .venv/bin/python bench/bench_download.py [--quick] [--out bench/results/latest.md]
+
+Everything runs against the project's Hub simulator (a subprocess on 127.0.0.1), every tool
+writes real files on the same filesystem, and every run starts cold (previous outputs deleted,
+`sync`). The result is a markdown table of ratios with absolute MB/s and a PASS/MISS column
+against each target. See bench/README.md for what each row means.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+HF = str(Path(PY).with_name("hf"))
+KEY = "bench-key"
+MiB, GiB = 1 << 20, 1 << 30
+CAP_BPS = 50_000_000  # per connection, measurement 2
+
+
+# -- configuration --------------------------------------------------------------------------------
+@dataclass
+class Config:
+    name: str
+    main_repo: str            # measurement 1 and 2 (2 uses its big file)
+    main_files: dict[str, int]
+    big_file: str
+    second_repo: str          # the 4-shard model: second download of measurement 3, verified in 5
+    second_files: dict[str, int]
+    repeats: int              # measurements 1 and 5 (median); 2 runs once per tool
+    progress_rps: float = 20.0
+
+
+def shards(n: int, size: int) -> dict[str, int]:
+    return {f"model-{i:05d}-of-{n:05d}.safetensors": size for i in range(1, n + 1)}
+
+
+FULL = Config("full", "bench/llm-8g", {**shards(4, GiB), "consolidated.safetensors": 4 * GiB},
+              "consolidated.safetensors", "bench/shards-4g", shards(4, GiB), repeats=2)
+QUICK = Config("quick", "bench/llm-q", {**shards(4, 128 * MiB), "consolidated.safetensors": 512 * MiB},
+               "consolidated.safetensors", "bench/shards-q", shards(4, 128 * MiB), repeats=1)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def mbps(nbytes: int, seconds: float) -> float:
+    return nbytes / seconds / 1e6 if seconds > 0 else float("nan")
+
+
+def rm(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def sync() -> None:
+    subprocess.run(["sync"], check=False)
+
+
+def child_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def warm(paths: list[Path]) -> None:
+    """Read files once so every tool starts with the same page cache state for them."""
+    buf = bytearray(8 * MiB)
+    for p in paths:
+        with open(p, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
+
+
+# -- the simulator (own process, so its threads never share a GIL with the client side) ----------
+class Sim:
+    def __init__(self, root: Path, cfg: Config, log_path: Path):
+        self.root, self.cfg, self.log_path = root, cfg, log_path
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> "Sim":
+        args = [PY, "-m", "api.testing.hubsim", "--root", str(self.root), "--port", "0"]
+        for repo, files in ((self.cfg.main_repo, self.cfg.main_files), (self.cfg.second_repo, self.cfg.second_files)):
+            args += ["--synthetic", repo + ":" + ",".join(f"{p}={s}" for p, s in files.items())]
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(self.log_path, "ab"),
+                                     text=True)
+        t0 = time.monotonic()
+        line = self.proc.stdout.readline()  # generation (first run only) happens before this line
+        if "url=" not in line:
+            raise RuntimeError(f"hubsim did not start: {line!r}; see {self.log_path}")
+        self.url = line.split("url=")[1].split()[0]
+        log(f"hubsim up at {self.url} ({time.monotonic() - t0:.1f}s, content cached in {self.root})")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def faults(self, faults: list[dict]) -> None:
+        r = httpx.post(self.url + "/_sim/faults", json=faults, timeout=10)
+        r.raise_for_status()
+
+    def files(self, repo: str) -> list[Path]:
+        desc = httpx.get(self.url + "/_sim/repos", timeout=10).json()[repo]
+        commit = desc["refs"]["main"]
+        return [self.root / repo / commit / p for p in desc["commits"][commit]]
+
+    def resolve_url(self, repo: str, path: str) -> str:
+        return f"{self.url}/{repo}/resolve/main/{path}"
+
+
+# -- the API under test (a real `python -m api` subprocess: its RSS and CPU are its own) ---------
+class Api:
+    def __init__(self, work: Path, sim_url: str, port: int):
+        self.dir = work
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen | None = None
+        self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+        self.env = {
+            **os.environ, "PROXY_API_KEY": KEY, "HF_ENDPOINT": sim_url, "MODELS_DIR": str(work / "models"),
+            "STATE_DB": str(work / "state" / "state.db"), "RATE_LIMIT_ENABLED": "false", "DISK_RESERVE_MB": "0",
+            "DOCKER_HOST": "unix:///nonexistent.sock", "ENV_FILE": str(work / "no.env"), "API_HOST": "127.0.0.1",
+            "API_PORT": str(port), "LOG_LEVEL": "warning", "HF_HOME": str(work / "hf-home"),
+            "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+    def start(self) -> "Api":
+        rm(self.dir)
+        self.dir.mkdir(parents=True)
+        self.proc = subprocess.Popen([PY, "-m", "api"], cwd=ROOT, env=self.env,
+                                     stdout=open(self.dir.parent / f"{self.dir.name}.log", "ab"),
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"API exited; see {self.dir.parent / (self.dir.name + '.log')}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("API did not come up in 30 s")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def submit(self, repo: str, include: list[str] | None = None) -> str:
+        body: dict = {"model_id": repo}
+        if include:
+            body["include"] = include
+        r = self.client.post("/api/download-model", json=body)
+        if r.status_code not in (200, 202):
+            raise RuntimeError(f"download-model {repo}: HTTP {r.status_code} {r.text}")
+        return r.json()["job_id"]
+
+    def wait(self, job_id: str, timeout: float = 1800, interval: float = 0.1) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.client.get(f"/api/jobs/{job_id}").json()
+            if job["status"] in ("complete", "failed", "cancelled"):
+                if job["status"] != "complete":
+                    raise RuntimeError(f"job {job_id} ended {job['status']}: {job.get('error')}")
+                return job
+            time.sleep(interval)
+        raise RuntimeError(f"job {job_id} not done after {timeout}s")
+
+    def snapshot_files(self, repo: str) -> list[Path]:
+        folder = self.dir / "models" / "hub" / ("models--" + repo.replace("/", "--"))
+        snaps = list((folder / "snapshots").iterdir())
+        return sorted(p.resolve() for p in snaps[0].iterdir())
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- one timed run --------------------------------------------------------------------------------
+@dataclass
+class Run:
+    tool: str
+    seconds: float
+    nbytes: int
+    cpu: float = float("nan")          # CPU seconds of the tool's process(es)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def mbps(self) -> float:
+        return mbps(self.nbytes, self.seconds)
+
+
+def check_files(paths: list[Path], sizes: list[int], tool: str) -> None:
+    got = [p.stat().st_size if p.exists() else -1 for p in paths]
+    if got != sizes:
+        raise RuntimeError(f"{tool}: output sizes {got} != expected {sizes}")
+
+
+class Bench:
+    def __init__(self, cfg: Config, work: Path):
+        self.cfg = cfg
+        self.work = work
+        self.scratch = work / "run"
+        self.sim: Sim | None = None
+        self.n_api = 0
+
+    # Each tool run: outputs of the previous run deleted, `sync`, then the clock starts.
+    def cold(self, out: Path) -> None:
+        rm(out)
+        sync()
+        out.mkdir(parents=True)
+
+    def run_api(self, repo: str, files: dict[str, int], include: list[str] | None = None) -> Run:
+        self.n_api += 1
+        api = Api(self.scratch / f"api{self.n_api}", self.sim.url, free_port())
+        rm(self.scratch / "out")
+        sync()
+        api.start()
+        try:
+            cpu0 = proc_cpu(api.pid)
+            t0 = time.perf_counter()
+            job_id = api.submit(repo, include)
+            job = api.wait(job_id)
+            dt = time.perf_counter() - t0
+            cpu = proc_cpu(api.pid) - cpu0
+            hwm = proc_hwm_mb(api.pid)
+            snap = next((api.dir / "models" / "hub").glob("models--*/snapshots/*"))
+            check_files([snap / n for n in sorted(files)], [files[n] for n in sorted(files)], "api")
+            return Run("API", dt, sum(files.values()), cpu, {"hwm_mb": hwm, "job": job})
+        finally:
+            api.stop()
+            rm(api.dir)
+
+    def run_hf(self, repo: str, files: dict[str, int], single: str | None = None) -> Run:
+        out = self.scratch / "out"
+        self.cold(out)
+        env = {**os.environ, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(out / "hf-home"),
+               "HF_ENDPOINT": self.sim.url, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        cmd = [HF, "download", repo, *([single] if single else []), "--cache-dir", str(out / "hub"), "--quiet"]
+        cpu0 = child_cpu()
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        dt = time.perf_counter() - t0
+        cpu = child_cpu() - cpu0
+        if p.returncode:
+            raise RuntimeError(f"hf download failed: {p.stderr[-2000:]}")
+        snap = next((out / "hub").glob("models--*/snapshots/*"))
+        names = [single] if single else sorted(files)
+        check_files([snap / n for n in names], [files[n] for n in names], "hf")
+        n = sum(files[x] for x in names)
+        rm(out)
+        return Run("hf download", dt, n, cpu)
+
+    def run_aria2(self, repo: str, files: dict[str, int], names: list[str], jobs: int = 2) -> Run:
+        out = self.scratch / "out"
+        self.cold(out)
+        inp = self.scratch / "aria2.txt"
+        inp.write_text("".join(f"{self.sim.resolve_url(repo, n)}\n  out={n}\n" for n in names))
+        cmd = ["aria2c", "-x8", "-s8", f"-j{jobs}", "-i", str(inp), "-d", str(out), "--file-allocation=falloc",
+               "--allow-overwrite=true", "--auto-file-renaming=false", "--console-log-level=warn",
+               "--summary-interval=0", "--download-result=hide", "--check-certificate=false", "-q"]
+        cpu0 = child_cpu()
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        dt = time.perf_counter() - t0
+        cpu = child_cpu() - cpu0
+        if p.returncode:
+            raise RuntimeError(f"aria2c failed ({p.returncode}): {p.stdout[-1000:]} {p.stderr[-1000:]}")
+        check_files([out / n for n in names], [files[n] for n in names], "aria2c")
+        rm(out)
+        return Run("aria2c -x8 -s8", dt, sum(files[n] for n in names), cpu)
+
+    def run_curl(self, repo: str, files: dict[str, int], names: list[str]) -> Run:
+        out = self.scratch / "out"
+        self.cold(out)
+        cmd = ["curl", "-sS", "-f", "-L"]
+        for n in names:
+            cmd += [self.sim.resolve_url(repo, n), "-o", str(out / n)]
+        cpu0 = child_cpu()
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        dt = time.perf_counter() - t0
+        cpu = child_cpu() - cpu0
+        if p.returncode:
+            raise RuntimeError(f"curl failed: {p.stderr[-1000:]}")
+        check_files([out / n for n in names], [files[n] for n in names], "curl")
+        rm(out)
+        return Run("curl (sequential)", dt, sum(files[n] for n in names), cpu)
+
+    # -- measurements -----------------------------------------------------------------------------
+    def m1_end_to_end(self) -> dict[str, list[Run]]:
+        cfg = self.cfg
+        names = sorted(cfg.main_files)
+        tools = {
+            "API": lambda: self.run_api(cfg.main_repo, cfg.main_files),
+            "hf": lambda: self.run_hf(cfg.main_repo, cfg.main_files),
+            "aria2c": lambda: self.run_aria2(cfg.main_repo, cfg.main_files, names, jobs=2),
+            "curl": lambda: self.run_curl(cfg.main_repo, cfg.main_files, names),
+        }
+        return self._rounds("1 end to end", tools, cfg.repeats)
+
+    def m2_capped(self) -> dict[str, list[Run]]:
+        cfg = self.cfg
+        big = {cfg.big_file: cfg.main_files[cfg.big_file]}
+        tools = {
+            "API": lambda: self.run_api(cfg.main_repo, big, include=[cfg.big_file]),
+            "hf": lambda: self.run_hf(cfg.main_repo, cfg.main_files, single=cfg.big_file),
+            "aria2c": lambda: self.run_aria2(cfg.main_repo, big, [cfg.big_file], jobs=1),
+            "curl": lambda: self.run_curl(cfg.main_repo, big, [cfg.big_file]),
+        }
+        self.sim.faults([{"rate_bps": CAP_BPS}])
+        try:
+            return self._rounds("2 capped 50 MB/s per connection", tools, 1)
+        finally:
+            self.sim.faults([])
+
+    def _rounds(self, title: str, tools: dict, repeats: int) -> dict[str, list[Run]]:
+        runs: dict[str, list[Run]] = {k: [] for k in tools}
+        order = list(tools)
+        for r in range(repeats):
+            for name in order[r % len(order):] + order[:r % len(order)]:   # rotate the order per round
+                warm(self.sim.files(self.cfg.main_repo))
+                run = tools[name]()
+                runs[name].append(run)
+                log(f"measurement {title}: {run.tool:<18} {run.seconds:7.2f} s {run.mbps:8.1f} MB/s "
+                    f"cpu {run.cpu:6.1f} s" + (f" VmHWM {run.extra['hwm_mb']:.0f} MB" if 'hwm_mb' in run.extra else ""))
+        return runs
+
+    def m3_progress_latency(self) -> dict:
+        cfg = self.cfg
+        self.n_api += 1
+        api = Api(self.scratch / f"api{self.n_api}", self.sim.url, free_port())
+        rm(self.scratch / "out")
+        sync()
+        warm(self.sim.files(cfg.main_repo) + self.sim.files(cfg.second_repo))
+        api.start()
+        try:
+            idle = hammer(api, cfg.progress_rps, seconds=3.0)
+            done = threading.Event()
+            box: dict = {}
+
+            def downloads() -> None:
+                try:
+                    t0 = time.perf_counter()
+                    ids = [api.submit(cfg.main_repo), api.submit(cfg.second_repo)]
+                    box["jobs"] = [api.wait(j, interval=0.25) for j in ids]
+                    box["seconds"] = time.perf_counter() - t0
+                except BaseException as e:  # noqa: BLE001
+                    box["error"] = e
+                finally:
+                    done.set()
+            th = threading.Thread(target=downloads, daemon=True)
+            th.start()
+            busy = hammer(api, cfg.progress_rps, stop=done.is_set)
+            th.join()
+            if "error" in box:
+                raise box["error"]
+            nbytes = sum(cfg.main_files.values()) + sum(cfg.second_files.values())
+            log(f"measurement 3: idle p50 {idle['p50']:.1f} p99 {idle['p99']:.1f} ms; busy p50 {busy['p50']:.1f} "
+                f"p99 {busy['p99']:.1f} max {busy['max']:.1f} ms, {busy['n']} requests, {busy['errors']} errors; "
+                f"two downloads {nbytes / 1e6:.0f} MB in {box['seconds']:.1f} s")
+            # keep the 4-shard model's blobs for measurement 5
+            blobs = api.snapshot_files(cfg.second_repo)
+            return {"idle": idle, "busy": busy, "seconds": box["seconds"], "nbytes": nbytes, "api": api,
+                    "blobs": blobs}
+        except BaseException:
+            api.stop()
+            raise
+
+    def m5_verify(self, api: Api, blobs: list[Path]) -> dict:
+        cfg = self.cfg
+        nbytes = sum(b.stat().st_size for b in blobs)
+        api_t, sum_t, api_cpu, sum_cpu = [], [], [], []
+        for r in range(cfg.repeats):
+            for which in (("api", "sha") if r % 2 == 0 else ("sha", "api")):
+                sync()
+                warm(blobs)
+                if which == "api":
+                    cpu0 = proc_cpu(api.pid)
+                    t0 = time.perf_counter()
+                    r_ = api.client.post("/api/models/verify", json={"model_id": cfg.second_repo})
+                    if r_.status_code != 202:
+                        raise RuntimeError(f"verify: HTTP {r_.status_code} {r_.text}")
+                    job = api.wait(r_.json()["job_id"], interval=0.02)
+                    api_t.append(time.perf_counter() - t0)
+                    api_cpu.append(proc_cpu(api.pid) - cpu0)
+                    if not job["result"]["ok"] or job["result"]["files_checked"] != len(blobs):
+                        raise RuntimeError(f"verify result: {job['result']}")
+                else:
+                    cpu0 = child_cpu()
+                    t0 = time.perf_counter()
+                    subprocess.run(["sha256sum", *map(str, blobs)], check=True, capture_output=True)
+                    sum_t.append(time.perf_counter() - t0)
+                    sum_cpu.append(child_cpu() - cpu0)
+                log(f"measurement 5: {which} {(api_t if which == 'api' else sum_t)[-1]:.2f} s")
+        return {"api": statistics.median(api_t), "sha": statistics.median(sum_t), "nbytes": nbytes,
+                "api_cpu": statistics.median(api_cpu), "sha_cpu": statistics.median(sum_cpu),
+                "all_api": api_t, "all_sha": sum_t}
+
+
+def hammer(api: Api, rps: float, stop=None, seconds: float | None = None) -> dict:
+    """GET /api/download-progress at a fixed rate from one keep-alive client thread, for `seconds`
+    or until stop() is true. Latency is measured per request; non-200 or a body without status
+    counts as an error."""
+    lat, errors, interval = [], 0, 1.0 / rps
+    with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=10) as c:
+        t_start = nxt = time.perf_counter()
+        while (time.perf_counter() - t_start < seconds) if seconds is not None else not stop():
+            t0 = time.perf_counter()
+            try:
+                r = c.get("/api/download-progress")
+                if r.status_code != 200 or "status" not in r.json():
+                    errors += 1
+            except (httpx.HTTPError, ValueError):
+                errors += 1
+            lat.append((time.perf_counter() - t0) * 1000)
+            nxt += interval
+            time.sleep(max(0.0, nxt - time.perf_counter()))
+    lat.sort()
+    q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else lat * 99
+    return {"n": len(lat), "errors": errors, "p50": statistics.median(lat), "p99": q[98], "max": lat[-1]}
+
+
+# -- report ---------------------------------------------------------------------------------------
+def med(runs: list[Run]) -> Run:
+    s = sorted(runs, key=lambda r: r.seconds)
+    return s[len(s) // 2] if len(s) % 2 else Run(s[0].tool, statistics.median(r.seconds for r in s), s[0].nbytes,
+                                                  statistics.median(r.cpu for r in s), s[0].extra)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def report(cfg: Config, m1, m2, m3, m5, hwm_runs: dict[str, float], started: float) -> str:
+    rows = []
+
+    def row(measure: str, value: str, target: str, ok: bool | None, detail: str) -> None:
+        rows.append(f"| {measure} | {value} | {target} | {'' if ok is None else verdict(ok)} | {detail} |")
+
+    def fmt(r: Run) -> str:
+        return f"{r.seconds:.1f} s, {r.mbps:.0f} MB/s, cpu {r.cpu:.1f} s"
+
+    a, h, x, c = (med(m1[k]) for k in ("API", "hf", "aria2c", "curl"))
+    gb = a.nbytes / GiB
+    row(f"1. API / hf download ({gb:.1f} GiB repo, 5 files)", f"{h.seconds / a.seconds:.2f}x", ">= 1.5x",
+        h.seconds / a.seconds >= 1.5, f"API {fmt(a)}; hf {fmt(h)}")
+    row("1. API / curl (sequential)", f"{c.seconds / a.seconds:.2f}x", ">= 0.8x (aim)", c.seconds / a.seconds >= 0.8,
+        f"curl {fmt(c)}")
+    row("1. API / aria2c -x8 -s8 -j2", f"{x.seconds / a.seconds:.2f}x", "(info)", None, f"aria2c {fmt(x)}")
+    a, h, x, c = (med(m2[k]) for k in ("API", "hf", "aria2c", "curl"))
+    gb = a.nbytes / GiB
+    row(f"2. 50 MB/s per conn, {gb:.1f} GiB file: API / hf", f"{h.seconds / a.seconds:.2f}x", ">= 5x",
+        h.seconds / a.seconds >= 5, f"API {fmt(a)}; hf {fmt(h)}")
+    row("2. capped: API / aria2c -x8 -s8", f"{x.seconds / a.seconds:.2f}x", "(info)", None, f"aria2c {fmt(x)}")
+    row("2. capped: API / curl", f"{c.seconds / a.seconds:.2f}x", "(info)", None, f"curl {fmt(c)}")
+    b, i = m3["busy"], m3["idle"]
+    row("3. GET /api/download-progress p99 during 2 downloads", f"{b['p99']:.1f} ms", "< 50 ms", b["p99"] < 50,
+        f"p50 {b['p50']:.1f} ms, max {b['max']:.1f} ms, {b['n']} requests at {cfg.progress_rps:.0f}/s; "
+        f"idle p50 {i['p50']:.1f} / p99 {i['p99']:.1f} ms; downloads {m3['nbytes'] / GiB:.1f} GiB in "
+        f"{m3['seconds']:.1f} s ({mbps(m3['nbytes'], m3['seconds']):.0f} MB/s)")
+    row("3. progress errors", str(b["errors"]), "0", b["errors"] == 0, f"{b['n']} requests")
+    peak = hwm_runs["capped"]
+    row(f"4. API peak RSS (VmHWM), {cfg.main_files[cfg.big_file] / GiB:.1f} GiB file", f"{peak:.0f} MB", "< 250 MB",
+        peak < 250, f"whole-process VmHWM of a fresh `python -m api`; during the uncapped full-repo run: "
+                    f"{hwm_runs['full']:.0f} MB")
+    row(f"5. verify API / sha256sum ({m5['nbytes'] / GiB:.1f} GiB, 4 files)", f"{m5['sha'] / m5['api']:.2f}x",
+        ">= 1.5x", m5["sha"] / m5["api"] >= 1.5,
+        f"API {m5['api']:.2f} s ({mbps(m5['nbytes'], m5['api']):.0f} MB/s, cpu {m5['api_cpu']:.1f} s); sha256sum "
+        f"{m5['sha']:.2f} s ({mbps(m5['nbytes'], m5['sha']):.0f} MB/s); files in page cache for both")
+    head = (f"Download benchmark ({cfg.name}, {cfg.repeats} run(s) per tool in 1 and 5, median; "
+            f"{platform.node()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, "
+            f"took {(time.monotonic() - started) / 60:.1f} min)\n\n"
+            "Ratio = peer time / API time (higher is better for the API).\n\n"
+            "| Measurement | Ratio / value | Target | | Absolute |\n|---|---|---|---|---|\n")
+    return head + "\n".join(rows) + "\n"
+
+
+def ensure_tools() -> None:
+    missing = [t for t in ("aria2c", "curl", "sha256sum") if shutil.which(t) is None]
+    if "aria2c" in missing and shutil.which("apt-get"):
+        log("installing aria2 with apt-get")
+        subprocess.run(["apt-get", "install", "-y", "-q", "aria2"], check=False)
+        missing = [t for t in missing if shutil.which(t) is None]
+    if missing:
+        sys.exit(f"missing tools: {missing}")
+    if not Path(HF).exists():
+        sys.exit(f"missing {HF} (huggingface_hub CLI)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="4 x 128 MiB + 512 MiB, one run per tool (~1 min)")
+    ap.add_argument("--out", type=Path, default=None, help="write the markdown table here too")
+    ap.add_argument("--work", type=Path, default=Path(os.environ.get("BENCH_WORK", "/tmp/llmbox-bench")),
+                    help="simulator content (kept across runs) and scratch outputs")
+    ap.add_argument("--repeats", type=int, default=None, help="runs per tool for measurements 1 and 5")
+    args = ap.parse_args()
+    cfg = QUICK if args.quick else FULL
+    if args.repeats:
+        cfg.repeats = args.repeats
+    ensure_tools()
+    started = time.monotonic()
+    args.work.mkdir(parents=True, exist_ok=True)
+    bench = Bench(cfg, args.work)
+    rm(bench.scratch)
+    bench.scratch.mkdir(parents=True)
+    bench.sim = Sim(args.work / "sim", cfg, args.work / "hubsim.log").start()
+    api3 = None
+    try:
+        m1 = bench.m1_end_to_end()
+        m2 = bench.m2_capped()
+        m3 = bench.m3_progress_latency()
+        api3 = m3.pop("api")
+        m5 = bench.m5_verify(api3, m3.pop("blobs"))
+    finally:
+        if api3:
+            api3.stop()
+        bench.sim.stop()
+        rm(bench.scratch)
+    hwm = {"full": max(r.extra["hwm_mb"] for r in m1["API"]), "capped": max(r.extra["hwm_mb"] for r in m2["API"])}
+    table = report(cfg, m1, m2, m3, m5, hwm, started)
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table)
+        raw = {k: {t: [{"seconds": r.seconds, "bytes": r.nbytes, "cpu": r.cpu, **{x: y for x, y in r.extra.items()
+                                                                                  if x != "job"}} for r in v]
+                   for t, v in m.items()} for k, m in (("m1", m1), ("m2", m2))}
+        raw["m3"], raw["m5"] = m3, m5
+        args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
