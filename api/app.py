@@ -10,7 +10,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
-from slowapi.middleware import SlowAPIASGIMiddleware
 from slowapi.util import get_remote_address
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -53,6 +52,28 @@ def _allowed_methods(request: Request) -> list[str]:
         if match != Match.NONE and getattr(route, "methods", None):
             methods |= set(route.methods)
     return sorted(methods)
+
+
+class _RateLimitMiddleware:
+    """The default limit on every request but /health, checked before routing.
+
+    slowapi's own middleware looks the endpoint up in `app.routes`; since FastAPI keeps included
+    routers there as one opaque entry, it found no endpoint and let every request through."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        limiter: Limiter = scope["app"].state.limiter
+        if scope["type"] != "http" or not limiter.enabled or scope["path"] == "/health":
+            return await self.app(scope, receive, send)
+        request = Request(scope, receive)
+        try:
+            limiter._check_request_limit(request, None, True)  # what slowapi's middleware calls
+        except RateLimitExceeded as exc:
+            response = await scope["app"].exception_handlers[RateLimitExceeded](request, exc)
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -137,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     limiter = Limiter(key_func=get_remote_address, default_limits=[settings.rate_limit],
                       headers_enabled=True, enabled=settings.rate_limit_enabled, storage_uri="memory://")
     app.state.limiter = limiter
-    app.add_middleware(SlowAPIASGIMiddleware)
+    app.add_middleware(_RateLimitMiddleware)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     install_error_handlers(app)
 

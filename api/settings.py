@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     switch_timeout: float = Field(300.0, gt=0)
     webhook_secret: SecretStr | None = None
     webhook_allowed_hosts: str = ""
+    webhook_max_attempts: int = Field(5, ge=1, le=20)
+    webhook_backoff_max: float = Field(30.0, gt=0)
     log_level: str = "info"
 
     @field_validator("hf_endpoint")

@@ -46,7 +46,7 @@ def test_every_route_but_health_needs_the_token(api):
     paths = {u for _, u in routes}
     assert "/api/download-model" in paths and "/api/jobs" in paths and "/metrics" in paths, paths
     wrong = [{}, {"Authorization": "Bearer wrong-token"}, {"Authorization": f"Bearer {API_KEY}x"},
-             {"Authorization": f"Basic {API_KEY}"}, {"Authorization": "Bearer "}, {"Authorization": API_KEY},
+             {"Authorization": f"Basic {API_KEY}"}, {"Authorization": "Bearer"}, {"Authorization": "Bearer  "  + "x"}, {"Authorization": API_KEY},
              {"Authorization": "Bearer t\u00f6k\u00e9n-\u2603".encode()},
              {"Authorization": b"Bearer " + API_KEY.encode()[:-1] + b"\xff"}]
     with _anon(api) as anon:

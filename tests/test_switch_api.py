@@ -230,11 +230,10 @@ def test_concurrent_switch_requests(box, sim):
     barrier = threading.Barrier(n)
     results: list[tuple[int, dict]] = [None] * n  # type: ignore[list-item]
 
-    def put(i: int) -> None:
-        with httpx.Client(base_url=str(api.base_url), headers=dict(api.headers), timeout=60) as c:
-            barrier.wait(10)
-            r = c.put("/api/active-model", params={"model_id": new})
-            results[i] = (r.status_code, r.json())
+    def put(i: int) -> None:  # httpx.Client is thread-safe; its pool opens one connection each
+        barrier.wait(10)
+        r = api.put("/api/active-model", params={"model_id": new})
+        results[i] = (r.status_code, r.json())
 
     threads = [threading.Thread(target=put, args=(i,)) for i in range(n)]
     for t in threads:
