@@ -45,9 +45,11 @@ def _validation_detail(exc: RequestValidationError) -> str:
 
 
 def _allowed_methods(request: Request) -> list[str]:
+    from fastapi.routing import iter_route_contexts
     from starlette.routing import Match
     methods: set[str] = set()
-    for route in request.app.routes:
+    # app.routes holds each included router as one entry; iter_route_contexts yields their routes.
+    for route in iter_route_contexts(request.app.routes):
         match, _ = route.matches({**request.scope, "method": "GET"})
         if match != Match.NONE and getattr(route, "methods", None):
             methods |= set(route.methods)

@@ -63,6 +63,7 @@ class LiveJob:
     discard: bool = False
     attempts_base: int = 0
     result: dict | None = None   # partial result of a non-download job (switch steps)
+    finalizing: bool = False     # final row written, hooks still running: readers see it as running
 
 
 Runner = Callable[[LiveJob, dict], dict | None]
@@ -108,9 +109,12 @@ class JobManager:
                 j.thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- views ------------------------------------------------------------------------------------
-    def view(self, rec: dict) -> dict:
-        live = self._live.get(rec["job_id"])
+    def view(self, rec: dict, final: bool = False) -> dict:
+        live = None if final else self._live.get(rec["job_id"])
         status = rec["status"]
+        if live is not None and live.finalizing:
+            # Not final for readers until the hooks (activate) have recorded what they started.
+            status = live.status
         b, total = rec["bytes_downloaded"] or 0, rec["bytes_total"] or 0
         files_done, files_total = rec["files_done"] or 0, rec["files_total"] or 0
         speed, attempts, result = 0.0, rec["attempts"] or 0, rec["result"]
@@ -167,7 +171,7 @@ class JobManager:
         params = {"include": include, "exclude": exclude, "activate": activate}
         existing = self.active_download(model_id, revision)
         if existing:
-            return self.view(existing), False
+            return self._join(existing, activate), False
         if self.store.count(("queued",), "download") >= self.settings.max_queue_length:
             raise QueueFull("The download queue is full; try again later.", headers={"Retry-After": "30"})
         plan = None
@@ -187,7 +191,7 @@ class JobManager:
         with self._lock:
             existing = self.active_download(model_id, revision)
             if existing:
-                return self.view(existing), False
+                return self._join(existing, activate), False
             rec = self._new_record(
                 "download", model_id, revision, "queued", params=params, callback_url=callback_url,
                 plan=plan.to_json() if plan else None, bytes_total=plan.total_bytes if plan else 0,
@@ -195,6 +199,13 @@ class JobManager:
         log.info("job %s: download %s@%s queued", rec["job_id"], model_id, revision)
         self.schedule()
         return self.get(rec["job_id"]), True
+
+    def _join(self, existing: dict, activate: bool) -> dict:
+        """A second request for a running download joins it; its activate=true is not dropped."""
+        params = existing["params"] or {}
+        if activate and not params.get("activate"):
+            self.store.update(existing["job_id"], params={**params, "activate": True})
+        return self.get(existing["job_id"])
 
     def check_disk(self, plan: Plan, exclude_job: str | None = None) -> None:
         need = self.engine.needed_bytes(plan)
@@ -324,6 +335,8 @@ class JobManager:
             fields["result"] = result
         if status in FINAL:
             fields["completed_at"] = now_iso()
+            if live is not None:
+                live.finalizing = True
         if discard and rec.get("plan"):
             freed = self.engine.discard_partials(Plan.from_json(rec["plan"]))
             fields["result"] = {"discarded_bytes": freed}
@@ -332,7 +345,7 @@ class JobManager:
         log.info("job %s: %s %s -> %s%s", rec["job_id"], rec["kind"], rec["model_id"], status,
                  f" ({code})" if code else "")
         if status in FINAL:
-            job = self.get(rec["job_id"])
+            job = self.view(self.store.get(rec["job_id"]), final=True)
             for hook in self.final_hooks:
                 try:
                     hook(job)
