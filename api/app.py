@@ -36,6 +36,18 @@ def error_response(status: int, code: str, detail: str, headers: dict | None = N
                         headers=headers)
 
 
+# The same codes and sentences as the validators in api/validation.py give for these fields.
+_FIELD_ERRORS = {
+    "model_id": ("invalid_model_id",
+                 "model_id must be 'org/name' using ASCII letters, digits, '.', '_' and '-'."),
+    "revision": ("invalid_revision", "revision must be a branch, tag or commit name."),
+    "include": ("invalid_pattern", "include must be printable glob patterns, 2000 characters at most."),
+    "exclude": ("invalid_pattern", "exclude must be printable glob patterns, 2000 characters at most."),
+    "callback_url": ("invalid_callback_url", "callback_url must be an absolute http(s) URL."),
+    "job_id": ("invalid_job_id", "job_id must be the 16-character id of a job."),
+}
+
+
 def _validation_detail(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
@@ -85,6 +97,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
+        for err in exc.errors():
+            field = next((str(x) for x in reversed(err.get("loc", ())) if isinstance(x, str)), "")
+            if field in _FIELD_ERRORS:
+                code, sentence = _FIELD_ERRORS[field]
+                return error_response(422, code, sentence)
         return error_response(422, "invalid_input", _validation_detail(exc))
 
     @app.exception_handler(StarletteHTTPException)

@@ -72,8 +72,9 @@ def test_bats_suite(sim, api_factory, tmp_path: Path):
     env.update(API_URL=str(client.base_url).rstrip("/"), PROXY_API_KEY=key,
                MODELS_DIR=str(settings.models_dir), ENV_FILE=str(settings.env_file),
                TMPDIR=str(tmp_path), COLUMNS="100")
-    proc = subprocess.run([bats, "--tap", "--timing", "--print-output-on-failure", str(BATS_DIR)], cwd=tmp_path, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    proc = subprocess.run([bats, "--tap", "--timing", "--print-output-on-failure", str(BATS_DIR)],
+                          cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=300)
     print(proc.stdout)
     assert proc.returncode == 0, f"bats failed (exit {proc.returncode}):\n{proc.stdout}"
     assert "not ok" not in proc.stdout

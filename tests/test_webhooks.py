@@ -221,11 +221,14 @@ def test_allowed_hosts(api_factory, sim, receiver):
     "http://127.0.0.1/" + "a" * 2001, "file:///etc/passwd",
 ])
 def test_bad_callback_url_is_422(api, sim, bad):
+    """Refused before any job exists (the query pattern answers invalid_input, the validator invalid_callback_url)."""
     repo = small_repo(sim, "wh/bad-url")
-    assert_error(api.post("/api/download-model", params={"model_id": repo, "callback_url": bad}),
-                 422, "invalid_callback_url")
-    assert_error(api.post("/api/download-model", json={"model_id": repo, "callback_url": bad}),
-                 422, "invalid_callback_url")
+    for kw in ({"params": {"model_id": repo, "callback_url": bad}},
+               {"json": {"model_id": repo, "callback_url": bad}}):
+        body = assert_error(api.post("/api/download-model", **kw), 422)
+        assert body["error"] in ("invalid_callback_url", "invalid_input"), body
+        assert "callback_url" in body["detail"], body
+    assert api.get("/api/jobs").json() == []
 
 
 def test_failed_job_notifies(api_factory, sim, receiver):

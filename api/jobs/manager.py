@@ -20,7 +20,7 @@ from ..settings import Settings
 from .store import ACTIVE, FINAL, JobStore, now_iso
 
 log = logging.getLogger(__name__)
-RUNNING = ("downloading", "verifying", "running")
+RUNNING = ("downloading", "verifying", "running")  # "running": a switch job (an addition to the contract)
 HTTP_FOR_CODE = {"repo_not_found": 404, "revision_not_found": 404, "file_not_found": 404, "gated_repo": 403,
                  "unauthorized": 403, "no_matching_files": 404, "insufficient_storage": 507}
 
@@ -289,7 +289,7 @@ class JobManager:
     def _start(self, rec: dict) -> None:
         with self._lock:
             live = LiveJob(rec["job_id"], rec["kind"], attempts_base=rec.get("attempts") or 0)
-            live.status = "downloading" if rec["kind"] == "download" else "running"
+            live.status = {"download": "downloading", "verify": "verifying"}.get(rec["kind"], "running")
             self._live[rec["job_id"]] = live
             self.store.update(rec["job_id"], status=live.status, started_at=rec.get("started_at") or now_iso(),
                               attempts=live.attempts_base + 1)
@@ -339,7 +339,7 @@ class JobManager:
                 live.finalizing = True
         if discard and rec.get("plan"):
             freed = self.engine.discard_partials(Plan.from_json(rec["plan"]))
-            fields["result"] = {"discarded_bytes": freed}
+            fields["result"] = {"discarded": True, "freed_bytes": freed}
             fields["bytes_downloaded"] = 0
         self.store.update(rec["job_id"], **fields)
         log.info("job %s: %s %s -> %s%s", rec["job_id"], rec["kind"], rec["model_id"], status,

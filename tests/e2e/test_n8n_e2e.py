@@ -11,8 +11,10 @@ workflow files run exactly as shipped. restart=false comes from LLMBOX_RESTART (
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -42,7 +44,7 @@ class N8n:
         self.env = {**os.environ, "N8N_USER_FOLDER": str(home), "N8N_DIAGNOSTICS_ENABLED": "false",
                     "N8N_VERSION_NOTIFICATIONS_ENABLED": "false", "N8N_PERSONALIZATION_ENABLED": "false",
                     "N8N_RUNNERS_ENABLED": "false", "N8N_HIRING_BANNER_ENABLED": "false",
-                    "N8N_ENFORCE_SETTINGS_FILE_PERMISSIONS": "false", "N8N_LOG_LEVEL": "warn",
+                    "N8N_ENFORCE_SETTINGS_FILE_PERMISSIONS": "false", "N8N_LOG_LEVEL": "info",
                     "N8N_BLOCK_ENV_ACCESS_IN_NODE": "false", "NO_COLOR": "1", **env}
         self.log = home / "n8n-cli.log"
         self.timings: list[tuple[str, float]] = []
@@ -204,7 +206,18 @@ def test_webhook_workflow_with_n8n_start(stack, tmp_path):
         assert switch["callback_url"] == job["callback_url"], "both Wait nodes resume on the same URL"
         assert len(snapshot_files(settings, WEBHOOK_MODEL)) == len(FILES)
         assert api.get("/api/active-model").json()["model_id"] == WEBHOOK_MODEL
-        # the second delivery was accepted, so the execution resumed past "Wait for switch webhook"
+        # and N8n finished the execution: status success in its database, ended in "Model active"
+        execution_id = job["callback_url"].rstrip("/").rsplit("/", 1)[-1]
+        db = n8n.home / ".n8n" / "database.sqlite"
+
+        def finished():
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+                row = con.execute("SELECT e.status, d.data FROM execution_entity e JOIN execution_data d "
+                                  "ON d.executionId = e.id WHERE e.id = ?", (execution_id,)).fetchone()
+            return row and row[0] in ("success", "error", "crashed", "canceled") and row
+        status, data = wait_until(finished, 60, interval=0.5, message=f"N8n execution {execution_id} to end")
+        assert status == "success", data[:3000]
+        assert '"Model active"' in data and '"Switch failed"' not in data
         print(f"\nwebhook workflow: n8n start ready in {started:.1f}s, total {time.monotonic() - t0:.1f}s")
     finally:
         server.terminate()
