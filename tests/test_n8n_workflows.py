@@ -101,6 +101,26 @@ def test_connections_reference_existing_nodes(path):
         assert ref in names, f"expression refers to unknown node {ref!r}"
 
 
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_templates_are_expressions(path):
+    """N8n evaluates {{ }} only in values that start with '='; otherwise they are literal text."""
+    for n in load(path)["nodes"]:
+        for s in _strings(n["parameters"]):
+            if "{{" in s:
+                assert s.startswith("="), f"{n['name']}: {s!r} is not an expression (prefix '=')"
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_http_nodes_call_real_routes(path, openapi):
     wf = load(path)

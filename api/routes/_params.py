@@ -45,7 +45,7 @@ from fastapi import Query  # noqa: E402
 from ..validation import PATTERNS_PATTERN, REPO_ID_PATTERN, REVISION_PATTERN  # noqa: E402
 
 _PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-CALLBACK_PATTERN = rf"^https?://[A-Za-z0-9.-]+(?::{_PORT})?(?:/[A-Za-z0-9._~%/?=&-]*)?$"
+CALLBACK_PATTERN = rf"^https?://[A-Za-z0-9._-]+(?::{_PORT})?(?:/[A-Za-z0-9._~%/?=&-]*)?$"
 ModelIdQ = Annotated[str | None, Query(pattern=REPO_ID_PATTERN, max_length=200,
                                        examples=["Qwen/Qwen2.5-0.5B-Instruct"],
                                        description="Hub repo id `org/name` (or `model_id` in a JSON body)")]

@@ -19,8 +19,10 @@ def health(request: Request) -> dict:
 
 @router.get("/", summary="Service name, version and a map of endpoints")
 def index(request: Request) -> dict:
-    endpoints = {}
-    for r in request.app.routes:
+    from fastapi.routing import iter_route_contexts
+    endpoints: dict[str, list[str]] = {}
+    # Included routers are single entries of app.routes; iter_route_contexts flattens them.
+    for r in iter_route_contexts(request.app.routes):
         methods = sorted(getattr(r, "methods", None) or [])
         if methods and not r.path.startswith(("/docs", "/redoc", "/openapi")):
             endpoints.setdefault(r.path, []).extend(m for m in methods if m != "HEAD")

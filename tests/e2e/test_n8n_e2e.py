@@ -163,6 +163,21 @@ def test_polling_workflow_downloads_and_activates(stack):
     print(f"\npolling workflow: {elapsed:.1f}s")
 
 
+def test_polling_workflow_stops_on_refused_download(stack):
+    """Never Error + IF on the status code: a 404 repo_not_found ends in "Download refused", nothing changes."""
+    settings, n8n = stack["settings"], stack["n8n"]
+    before = active(settings)
+    n8n.env["LLMBOX_MODEL_ID"] = "e2e-org/does-not-exist"
+    try:
+        p = n8n.run("execute", f"--id={POLL_ID}", "--rawOutput", check=False)
+    finally:
+        n8n.env["LLMBOX_MODEL_ID"] = POLL_MODEL
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 or "Execution was NOT successful" in out, out[-3000:]
+    assert "Download not queued: repo_not_found (404)" in out, out[-3000:]
+    assert active(settings) == before
+
+
 def test_webhook_workflow_with_n8n_start(stack, tmp_path):
     """download -> Wait (On Webhook Call) -> PUT /api/active-model -> Wait -> done, via a listening N8n."""
     api, settings, n8n = stack["api"], stack["settings"], stack["n8n"]
