@@ -164,7 +164,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             services.close()
             store.close()
 
+    # The OpenAPI document is served behind the token like every route but /health (root.py);
+    # there is no token-less Swagger page.
     app = FastAPI(title="LLM box admin API", version=__version__, lifespan=lifespan,
+                  openapi_url=None, docs_url=None, redoc_url=None,
                   description="Downloads, verifies and switches the models of a self-hosted LLM box. "
                               "Every route but /health needs `Authorization: Bearer <PROXY_API_KEY>`.")
     app.state.settings = settings

@@ -158,3 +158,10 @@ def test_tokens_never_appear_in_logs_or_responses(api_factory, sim, caplog):
         assert secret not in logged
         for t in texts:
             assert secret not in t
+
+
+def test_openapi_document_needs_the_token(api):
+    with _anon(api) as anon:
+        _assert_401(anon.get("/openapi.json"), "/openapi.json")
+        assert anon.get("/docs").status_code == 401 or anon.get("/docs").status_code == 404
+    assert "/api/download-model" in api.get("/openapi.json").json()["paths"]

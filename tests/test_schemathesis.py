@@ -28,7 +28,7 @@ def api_schema(tmp_path_factory, sim):
         job = client.post("/api/download-model", params={"model_id": "st/model"}).json()
         from .servers import wait_until
         wait_until(lambda: client.get(job["status_url"]).json()["status"] == "complete", 60)
-        yield schemathesis.openapi.from_url(f"{url}/openapi.json")
+        yield schemathesis.openapi.from_url(f"{url}/openapi.json", headers=AUTH)
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")

@@ -1,7 +1,7 @@
 """Plain http.client transport for blob bytes.
 
 The engine moves bytes itself instead of going through huggingface_hub (which cannot resume across
-runs): one keep-alive connection per worker thread, `readinto` a reused buffer, `os.pwrite` to the
+runs): one keep-alive connection per worker thread, `read1` what has arrived, `os.pwrite` to the
 part's offset. That keeps the GIL mostly released and the RSS flat at multi-GiB sizes.
 """
 from __future__ import annotations

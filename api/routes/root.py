@@ -24,10 +24,15 @@ def index(request: Request) -> dict:
     # Included routers are single entries of app.routes; iter_route_contexts flattens them.
     for r in iter_route_contexts(request.app.routes):
         methods = sorted(getattr(r, "methods", None) or [])
-        if methods and not r.path.startswith(("/docs", "/redoc", "/openapi")):
+        if methods and r.path != "/openapi.json":
             endpoints.setdefault(r.path, []).extend(m for m in methods if m != "HEAD")
-    return {"service": "llm-box-admin-api", "version": __version__, "docs": "/docs",
-            "openapi": "/openapi.json", "endpoints": endpoints}
+    return {"service": "llm-box-admin-api", "version": __version__, "openapi": "/openapi.json",
+            "docs": "docs/api.md", "endpoints": endpoints}
+
+
+@router.get("/openapi.json", include_in_schema=False)
+def openapi(request: Request) -> dict:
+    return request.app.openapi()
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
