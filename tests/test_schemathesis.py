@@ -37,6 +37,4 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_schema(case):
-    if case.path == "/api/jobs/{job_id}/events":
-        pytest.skip("streaming endpoint: covered by the SSE tests")
     case.call_and_validate(headers=AUTH)
