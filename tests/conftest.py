@@ -24,6 +24,19 @@ def _hf_home(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def engine():
+    """A real Docker engine (started when none runs) and the test inference image."""
+    from . import docker_support as ds
+    reason = ds.ensure_engine()
+    if reason:
+        if ds.in_ci():
+            pytest.fail(f"Docker engine required in CI: {reason}")
+        pytest.skip(f"no Docker engine: {reason}")
+    ds.ensure_inference_image()
+    return ds.docker_client()
+
+
+@pytest.fixture(scope="session")
 def sim(tmp_path_factory):
     with HubSim(tmp_path_factory.mktemp("hub"), tokens={GATED_TOKEN}) as s:
         yield s

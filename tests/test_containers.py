@@ -30,17 +30,6 @@ ORIGINAL_MODEL = "org/original-model"
 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def engine():
-    reason = ds.ensure_engine()
-    if reason:
-        if ds.in_ci():
-            pytest.fail(f"Docker engine required in CI: {reason}")
-        pytest.skip(f"no Docker engine: {reason}")
-    ds.ensure_inference_image()
-    return ds.docker_client()
-
-
-@pytest.fixture(scope="module")
 def env(engine, tmp_path_factory):
     run_id = uuid.uuid4().hex[:10]
     name = ds.unique_name("llmbox-test")

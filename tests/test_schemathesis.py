@@ -15,9 +15,8 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 @pytest.fixture(scope="module")
-def api_schema(tmp_path_factory, sim):
-    from .docker_support import ensure_engine
-    ensure_engine()  # the real engine behind the container routes (CI never skips it)
+def api_schema(tmp_path_factory, sim, engine):
+    # `engine`: the real Docker engine behind the container routes (CI never skips it)
     sim.add_repo("st/model", {"config.json": b"{}", "model.safetensors": 1 << 20})
     tmp = tmp_path_factory.mktemp("schemathesis")
     app = create_app(make_settings(tmp, sim, docker_host=None, inference_container="llmbox-st-absent",

@@ -40,17 +40,6 @@ ENV_TEMPLATE = (
 )
 
 
-@pytest.fixture(scope="module")
-def engine():
-    reason = ds.ensure_engine()
-    if reason:
-        if ds.in_ci():
-            pytest.fail(f"Docker engine required in CI: {reason}")
-        pytest.skip(f"no Docker engine: {reason}")
-    ds.ensure_inference_image()
-    return ds.docker_client()
-
-
 def _remove_all(client, run_id: str, name: str) -> None:
     ds.remove_test_containers(run_id)
     # the name filter is a substring match: it also finds <name>-backup-*
