@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import weakref
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,27 +26,75 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class JobStore:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
-            self._db.execute(f"CREATE TABLE IF NOT EXISTS jobs ({cols})")
-            have = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
-            for k, v in COLUMNS.items():  # forward migration: new columns on an old file
-                if k not in have:
-                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {k} {v.replace('PRIMARY KEY', '')}")
-            self._db.execute("CREATE INDEX IF NOT EXISTS jobs_seq ON jobs(seq)")
-            self._db.execute("CREATE INDEX IF NOT EXISTS jobs_model ON jobs(model_id, revision, status)")
+class _Conn:
+    """Holds one thread's connection (sqlite3 connections take no weak references)."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        try:
+            self.db.close()
+        except sqlite3.Error:
+            pass
+
+    __del__ = close
+
+
+class JobStore:
+    """One SQLite connection per thread: in WAL mode readers never wait for a writer, so a progress
+    request is not held up by a job's write stalled behind the disk's writeback of model bytes."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = str(path)
+        self._local = threading.local()
+        self._all: weakref.WeakSet[_Conn] = weakref.WeakSet()  # a thread's connection dies with it
+        self._all_lock = threading.Lock()
+        self._closed = False
+        self._db.execute("PRAGMA journal_mode=WAL")
+        with self._tx() as db:
+            cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
+            db.execute(f"CREATE TABLE IF NOT EXISTS jobs ({cols})")
+            have = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
+            for k, v in COLUMNS.items():  # forward migration: new columns on an old file
+                if k not in have:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {k} {v.replace('PRIMARY KEY', '')}")
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_seq ON jobs(seq)")
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_model ON jobs(model_id, revision, status)")
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        holder = getattr(self._local, "conn", None)
+        if holder is None:
+            if self._closed:
+                raise sqlite3.ProgrammingError("the job store is closed")
+            db = sqlite3.connect(self._path, isolation_level=None, timeout=30, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            holder = self._local.conn = _Conn(db)
+            with self._all_lock:
+                self._all.add(holder)
+        return holder.db
+
+    @contextmanager
+    def _tx(self):
+        """A write transaction; BEGIN IMMEDIATE takes SQLite's write lock up front."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._closed = True
+        with self._all_lock:
+            for holder in list(self._all):
+                holder.close()
 
     @staticmethod
     def _decode(row: sqlite3.Row | None) -> dict | None:
@@ -62,22 +112,20 @@ class JobStore:
 
     def insert(self, job: dict) -> None:
         row = self._encode(job)
-        with self._lock:
-            row["seq"] = (self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0])
+        with self._tx() as db:
+            row["seq"] = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
             keys = ", ".join(row)
-            self._db.execute(f"INSERT INTO jobs ({keys}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+            db.execute(f"INSERT INTO jobs ({keys}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
 
     def update(self, job_id: str, **fields) -> None:
         row = self._encode(fields)
         if not row:
             return
         sets = ", ".join(f"{k} = ?" for k in row)
-        with self._lock:
-            self._db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", [*row.values(), job_id])
+        self._db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", [*row.values(), job_id])
 
     def get(self, job_id: str) -> dict | None:
-        with self._lock:
-            return self._decode(self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone())
+        return self._decode(self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone())
 
     def query(self, *, status: str | None = None, kind: str | None = None, model_id: str | None = None,
               revision: str | None = None, statuses: tuple[str, ...] | None = None,
@@ -92,8 +140,7 @@ class JobStore:
             args.extend(statuses)
         sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += f" ORDER BY seq {'ASC' if oldest_first else 'DESC'} LIMIT ? OFFSET ?"
-        with self._lock:
-            return [self._decode(r) for r in self._db.execute(sql, [*args, limit, offset])]
+        return [self._decode(r) for r in self._db.execute(sql, [*args, limit, offset])]
 
     def count(self, statuses: tuple[str, ...], kind: str | None = None) -> int:
         sql = f"SELECT COUNT(*) FROM jobs WHERE status IN ({', '.join('?' * len(statuses))})"
@@ -101,10 +148,8 @@ class JobStore:
         if kind:
             sql += " AND kind = ?"
             args.append(kind)
-        with self._lock:
-            return self._db.execute(sql, args).fetchone()[0]
+        return self._db.execute(sql, args).fetchone()[0]
 
     def counts_by_status(self) -> dict[tuple[str, str], int]:
-        with self._lock:
-            return {(r[0], r[1]): r[2] for r in
-                    self._db.execute("SELECT kind, status, COUNT(*) FROM jobs GROUP BY kind, status")}
+        return {(r[0], r[1]): r[2] for r in
+                self._db.execute("SELECT kind, status, COUNT(*) FROM jobs GROUP BY kind, status")}
