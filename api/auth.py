@@ -13,7 +13,7 @@ from .errors import Unauthorized
 bearer = HTTPBearer(auto_error=False, description="PROXY_API_KEY")
 
 
-def require_token(request: Request,
+async def require_token(request: Request,
                   creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
     if creds is None or not creds.credentials:
         raise Unauthorized()
@@ -23,7 +23,7 @@ def require_token(request: Request,
         raise Unauthorized("The bearer token is not valid.")
 
 
-def reject_unknown_query(request: Request) -> None:
+async def reject_unknown_query(request: Request) -> None:
     """A misspelt parameter (`modle_id=`) is an error, not silently ignored."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)

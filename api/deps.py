@@ -1,4 +1,7 @@
-"""Dependencies as Annotated aliases: routes declare what they need, the app state provides it."""
+"""Dependencies as Annotated aliases: routes declare what they need, the app state provides it.
+
+They are `async def` on purpose: FastAPI runs a sync dependency on its thread pool, and every hop
+costs a GIL hand-over that download threads make slow (see bench/, measurement 3)."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -12,23 +15,23 @@ from .settings import Settings
 from .switch import SwitchService
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _jobs(request: Request) -> JobManager:
+async def _jobs(request: Request) -> JobManager:
     return request.app.state.jobs
 
 
-def _models(request: Request) -> ModelCache:
+async def _models(request: Request) -> ModelCache:
     return request.app.state.services.models
 
 
-def _containers(request: Request) -> ContainerManager:
+async def _containers(request: Request) -> ContainerManager:
     return request.app.state.services.containers
 
 
-def _switch(request: Request) -> SwitchService:
+async def _switch(request: Request) -> SwitchService:
     return request.app.state.services.switch
 
 

@@ -135,36 +135,49 @@ class LoadMonitor:
         self._ours = self._kern = 0.0
         self._thread: threading.Thread | None = None
 
-    def _sample_loop(self) -> None:
+    def _account(self, prev: dict, cur: dict) -> None:
         me = os.getpid()
-        prev = _scan()
+        for pid, (ppid, cpu, kern) in cur.items():
+            d = cpu - prev[pid][1] if pid in prev else 0.0
+            if d <= 0:
+                continue
+            if kern:
+                self._kern += d
+                continue
+            p, hops = pid, 0
+            while p > 1 and p != me and hops < 50:
+                p, hops = cur.get(p, (0,))[0], hops + 1
+            if p == me:
+                if ppid == me:   # direct child: if it is reaped before the end, rusage counts it instead
+                    self._direct[pid] = self._direct.get(pid, 0.0) + d
+                else:
+                    self._ours += d
+
+    def _sample_loop(self) -> None:
+        prev = self._first
         while not self._stop.wait(self.interval):
             cur = _scan()
-            for pid, (ppid, cpu, kern) in cur.items():
-                d = cpu - prev.get(pid, (0, 0.0, False))[1] if pid in prev else 0.0
-                if d <= 0:
-                    continue
-                if kern:
-                    self._kern += d
-                    continue
-                p, hops = pid, 0
-                while p > 1 and p != me and hops < 50:
-                    p, hops = cur.get(p, (0,))[0], hops + 1
-                if p == me:
-                    self._ours += d
+            self._account(prev, cur)
             prev = cur
+        last = _scan()
+        self._account(prev, last)   # the tail, and the whole of a run shorter than one interval
+        self._ours += sum(d for pid, d in self._direct.items() if pid in last)
 
     def __enter__(self) -> "LoadMonitor":
+        self._first = _scan()
+        self._direct: dict[int, float] = {}
+        self._rc0 = child_cpu()
         self._t0, self._b0 = time.monotonic(), _busy()
         self._thread = threading.Thread(target=self._sample_loop, daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
         dt = time.monotonic() - self._t0
         busy = _busy() - self._b0
+        self._stop.set()
+        self._thread.join()
+        self._ours += child_cpu() - self._rc0   # children reaped meanwhile (tools, a stopped API)
         self.busy = busy / dt
         self.kernel = self._kern / dt
         self.ours = self._ours / dt

@@ -19,7 +19,7 @@ from .hub import FileEntry, Plan, make_plan
 from .transfer import Aborted, BlobSpec, BlobTransfer, TransferOptions, TransferRegistry, hash_file
 
 log = logging.getLogger(__name__)
-FILES_IN_PARALLEL = 4
+FILES_IN_PARALLEL = 2   # x DOWNLOAD_CONNECTIONS: enough to fill the disk, few enough threads for the GIL
 
 
 @dataclass

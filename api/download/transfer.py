@@ -129,6 +129,7 @@ class BlobTransfer:
         self._cond = threading.Condition(self._lock)
         self._parts: list[Part] = []
         self._epoch = 0
+        self._hashed = 0          # where the hasher is; parts before it are the ones it waits for
         self._conns: set[Connection] = set()
         self._persisted_at = 0.0
         self._unpersisted = 0
@@ -310,6 +311,7 @@ class BlobTransfer:
             with self._cond:
                 if self._epoch != epoch:
                     epoch, pos, h = self._epoch, 0, new_hasher(self.spec)
+                    self._hashed = 0
                 frontier = self._frontier()
                 if frontier <= pos:
                     if pos >= self.spec.size:
@@ -324,6 +326,7 @@ class BlobTransfer:
                     break
                 h.update(mv[:n])
                 pos += n
+            self._hashed = pos
 
     def _with_retries(self, part: Part, fn):
         budget = _Budget(part, self.opts.max_retries, self.opts.backoff_max)
@@ -354,6 +357,10 @@ class BlobTransfer:
             raise DownloadError(f"{self.spec.what}: giving up after {self.opts.max_retries} retries "
                                 f"without progress ({e}).", "network_error") from e
 
+    def _report(self, n: int) -> None:
+        if n and self.opts.on_bytes:
+            self.opts.on_bytes(n)
+
     def _fetch_part(self, conn: Connection, url: str, fd: int, part: Part, buf: bytearray, single: bool) -> None:
         if not part.remaining:
             return
@@ -361,6 +368,7 @@ class BlobTransfer:
         headers = {"Accept-Encoding": "identity", "Range": f"bytes={start}-{part.end - 1}",
                    **auth_headers(url, self.opts.token, Origin.of(self.spec.url))}
         resp = conn.request("GET", url, headers)
+        unreported = 0
         try:
             if resp.status == 200 and start > 0:
                 if not single:
@@ -388,10 +396,14 @@ class BlobTransfer:
                     part.done += n
                     self._unpersisted += n
                     self._persist()
-                    self._cond.notify_all()
-                if self.opts.on_bytes:
-                    self.opts.on_bytes(n)
+                    if part.start <= self._hashed:   # only bytes at the hashed frontier wake the hasher
+                        self._cond.notify_all()
+                unreported += n
+                if unreported >= 8 << 20 or not part.remaining:
+                    self._report(unreported)
+                    unreported = 0
         except BaseException:
+            self._report(unreported)
             conn.close()
             raise
         if resp.status == 200 or resp.length:  # leftover body (ranges beyond the part): don't reuse

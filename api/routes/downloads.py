@@ -56,7 +56,7 @@ def _hf_version() -> str:
 
 @router.get("/download-progress", summary="The newest matching download job, or status idle",
             responses=ERRORS)
-def download_progress(
+async def download_progress(
     jobs: JobsDep,
     job_id: Annotated[str | None, Query(pattern=r"^[0-9a-f]{16}$")] = None,
     model_id: Annotated[str | None, Query(pattern=REPO_ID_PATTERN, max_length=200)] = None,

@@ -18,15 +18,17 @@ Status = Literal["queued", "downloading", "verifying", "paused", "complete", "fa
 Kind = Literal["download", "verify", "switch", "delete"]
 
 
+# Read routes are async: a WAL read never waits for a writer, and skipping the thread pool keeps
+# them fast while download threads hold the GIL (bench/, measurement 3).
 @router.get("", summary="Jobs, newest first", response_model=list[Job], responses=ERRORS)
-def list_jobs(jobs: JobsDep, status: Status | None = None, kind: Kind | None = None,
+async def list_jobs(jobs: JobsDep, status: Status | None = None, kind: Kind | None = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 50,
               offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> list[dict]:
     return jobs.list(status=status, kind=kind, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", summary="One job", response_model=Job, responses=ERRORS)
-def get_job(jobs: JobsDep, job_id: JobId) -> dict:
+async def get_job(jobs: JobsDep, job_id: JobId) -> dict:
     return jobs.get(job_id)
 
 

@@ -18,7 +18,7 @@ def health(request: Request) -> dict:
 
 
 @router.get("/", summary="Service name, version and a map of endpoints")
-def index(request: Request) -> dict:
+async def index(request: Request) -> dict:
     from fastapi.routing import iter_route_contexts
     endpoints: dict[str, list[str]] = {}
     # Included routers are single entries of app.routes; iter_route_contexts flattens them.
@@ -31,10 +31,10 @@ def index(request: Request) -> dict:
 
 
 @router.get("/openapi.json", include_in_schema=False)
-def openapi(request: Request) -> dict:
+async def openapi(request: Request) -> dict:
     return request.app.openapi()
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics(request: Request) -> Response:
+async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
