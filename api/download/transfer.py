@@ -30,6 +30,15 @@ BUF_SIZE = 1 << 20
 HASH_BUF = 8 << 20
 
 
+def _lower_priority() -> None:
+    """Download threads yield the CPU to the event loop when both cores are busy (Linux: nice is
+    per thread). Best effort: without permission it stays as it is."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (OSError, AttributeError):
+        pass
+
+
 class Aborted(Exception):
     """Every job that wanted this blob let go of it (pause or cancel); progress is saved."""
 
@@ -166,6 +175,7 @@ class BlobTransfer:
         return self._abort.is_set()
 
     def _run(self) -> None:
+        _lower_priority()
         try:
             self._download_verified()
         except BaseException as e:  # noqa: BLE001 - handed to the waiting jobs
@@ -251,6 +261,7 @@ class BlobTransfer:
         single = [False]
 
         def worker() -> None:
+            _lower_priority()
             conn = Connection(Origin.of(url), self.opts.stall_timeout, self.opts.connect_timeout)
             with self._lock:
                 self._conns.add(conn)
