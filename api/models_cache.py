@@ -13,7 +13,7 @@ from pathlib import Path
 from huggingface_hub._tree_cache import read_tree_cache
 
 from . import envfile
-from .download.cache import STAGING, HFCache
+from .download.cache import HFCache
 from .download.engine import disk_free
 from .download.transfer import BlobSpec, hash_file
 from .errors import Conflict, NotFound

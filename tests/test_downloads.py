@@ -3,16 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-import time
 
-import httpx
 from huggingface_hub import HfApi, snapshot_download, try_to_load_from_cache
 
 from api.testing.hubsim import Fault
 
 from ._dl import (FINAL, MiB, assert_error, assert_verified, blob_files, hub_dir, job, part_files, random_bytes,
-                  repo_dir, sha256_file, staging, start, wait_bytes, wait_complete, wait_status)
+                  repo_dir, sha256_file, staging, start, wait_bytes, wait_complete)
 from .servers import wait_until
 
 NESTED_FILES = {

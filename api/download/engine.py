@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from urllib.parse import quote
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
@@ -90,7 +91,6 @@ class DownloadEngine:
                                token=s.token(), on_bytes=self.on_bytes)
 
     def spec(self, plan: Plan, f: FileEntry) -> BlobSpec:
-        from urllib.parse import quote
         url = f"{self.settings.hf_endpoint}/{plan.repo_id}/resolve/{plan.commit}/{quote(f.path)}"
         return BlobSpec(f.key, f.size, url, f.lfs, f"{plan.repo_id}@{plan.commit[:8]}:{f.path}")
 
