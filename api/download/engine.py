@@ -88,7 +88,7 @@ class DownloadEngine:
         return TransferOptions(connections=s.download_connections, part_size=s.part_size_mb << 20,
                                stall_timeout=s.stall_timeout, connect_timeout=s.connect_timeout,
                                max_retries=s.max_retries, backoff_max=s.retry_backoff_max,
-                               token=s.token(), on_bytes=self.on_bytes)
+                               token=s.token(), on_bytes=self.on_bytes, slots=self.registry.slots)
 
     def spec(self, plan: Plan, f: FileEntry) -> BlobSpec:
         url = f"{self.settings.hf_endpoint}/{plan.repo_id}/resolve/{plan.commit}/{quote(f.path)}"

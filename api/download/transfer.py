@@ -63,6 +63,7 @@ class TransferOptions:
     token: str | None = None
     on_bytes: Callable[[int], None] | None = None   # metrics hook
     on_retry: Callable[[str], None] | None = None
+    slots: threading.Semaphore | None = None        # connections shared by every transfer of the process
 
 
 def new_hasher(spec: BlobSpec):
@@ -268,11 +269,13 @@ class BlobTransfer:
             buf = bytearray(BUF_SIZE)
             try:
                 while not failure and not self._abort.is_set():
-                    with self._lock:
-                        if not queue:
-                            return
-                        part = queue.popleft()
+                    if not self._take_slot():
+                        continue
                     try:
+                        with self._lock:
+                            if not queue:
+                                return
+                            part = queue.popleft()
                         self._with_retries(part, lambda c: self._fetch_part(conn, url, fd, part, buf, single[0]))
                     except RangeIgnored:
                         with self._cond:
@@ -288,6 +291,9 @@ class BlobTransfer:
                         failure.append(e)
                         self.abort()
                         return
+                    finally:
+                        if self.opts.slots is not None:
+                            self.opts.slots.release()
             finally:
                 conn.close()
                 with self._cond:
@@ -312,6 +318,11 @@ class BlobTransfer:
         if self._abort.is_set() or digest is None:
             raise Aborted(self.spec.what)
         return digest
+
+    def _take_slot(self) -> bool:
+        """A process-wide connection slot: many parallel downloads share a fixed number of busy
+        threads, which keeps the GIL (and so the API's answers) available."""
+        return self.opts.slots is None or self.opts.slots.acquire(timeout=0.2)
 
     def _hash_following(self, fd: int, threads: list[threading.Thread]) -> str | None:
         """Hash the contiguous prefix as it grows, so verification ends soon after the last byte."""
@@ -424,8 +435,9 @@ class BlobTransfer:
 class TransferRegistry:
     """Running transfers by blob key; a job joins a running transfer instead of starting its own."""
 
-    def __init__(self, staging: Path):
+    def __init__(self, staging: Path, max_connections: int | None = None):
         self.staging = staging
+        self.slots = threading.BoundedSemaphore(max_connections) if max_connections else None
         self._lock = threading.Lock()
         self._running: dict[str, BlobTransfer] = {}
 
