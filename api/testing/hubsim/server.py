@@ -301,11 +301,18 @@ class Handler(BaseHTTPRequestHandler):
         stats = self.sim.stats
         pos = start
         while pos < end:
-            n = os.sendfile(out, fd, pos, min(_SENDFILE_CHUNK, end - pos))
+            # Counted before the send and corrected after: a client that has read the bytes
+            # always finds them counted (no race between its reading and our bookkeeping).
+            want = min(_SENDFILE_CHUNK, end - pos)
+            stats.add_bytes(key, want)
+            n = 0
+            try:
+                n = os.sendfile(out, fd, pos, want)
+            finally:
+                stats.add_bytes(key, n - want)
             if n == 0:
                 raise ConnectionAbortedError("file shorter than announced")
             pos += n
-            stats.add_bytes(key, n)
 
     def _copy_body(
         self,
@@ -341,11 +348,16 @@ class Handler(BaseHTTPRequestHandler):
                 buf = bytearray(data)
                 buf[eff.corrupt_at - pos] ^= 0xFF
                 data = bytes(buf)
-            self.connection.sendall(data)
+            if key is not None:
+                stats.add_bytes(key, n)   # before the send, as in _sendfile
+            try:
+                self.connection.sendall(data)
+            except BaseException:
+                if key is not None:
+                    stats.add_bytes(key, -n)
+                raise
             pos += n
             sent += n
-            if key is not None:
-                stats.add_bytes(key, n)
             if rate is not None:
                 delay = began + sent / rate - time.monotonic()
                 if delay > 0:
