@@ -78,6 +78,17 @@ def child_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def timed_run(name: str, cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Run a peer tool; its wall time and the CPU seconds it used."""
+    cpu0 = child_cpu()
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if p.returncode:
+        raise RuntimeError(f"{name} failed ({p.returncode}): {p.stdout[-1000:]} {p.stderr[-1000:]}")
+    return dt, child_cpu() - cpu0
+
+
 def proc_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -377,13 +388,7 @@ class Bench:
         env = {**os.environ, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(out / "hf-home"),
                "HF_ENDPOINT": self.sim.url, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
         cmd = [HF, "download", repo, *([single] if single else []), "--cache-dir", str(out / "hub"), "--quiet"]
-        cpu0 = child_cpu()
-        t0 = time.perf_counter()
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        dt = time.perf_counter() - t0
-        cpu = child_cpu() - cpu0
-        if p.returncode:
-            raise RuntimeError(f"hf download failed: {p.stderr[-2000:]}")
+        dt, cpu = timed_run("hf download", cmd, env=env)
         snap = next((out / "hub").glob("models--*/snapshots/*"))
         names = [single] if single else sorted(files)
         check_files([snap / n for n in names], [files[n] for n in names], "hf")
@@ -399,13 +404,7 @@ class Bench:
         cmd = ["aria2c", "-x8", "-s8", f"-j{jobs}", "-i", str(inp), "-d", str(out), "--file-allocation=falloc",
                "--allow-overwrite=true", "--auto-file-renaming=false", "--console-log-level=warn",
                "--summary-interval=0", "--download-result=hide", "--check-certificate=false", "-q"]
-        cpu0 = child_cpu()
-        t0 = time.perf_counter()
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        dt = time.perf_counter() - t0
-        cpu = child_cpu() - cpu0
-        if p.returncode:
-            raise RuntimeError(f"aria2c failed ({p.returncode}): {p.stdout[-1000:]} {p.stderr[-1000:]}")
+        dt, cpu = timed_run("aria2c", cmd)
         check_files([out / n for n in names], [files[n] for n in names], "aria2c")
         rm(out)
         return Run("aria2c -x8 -s8", dt, sum(files[n] for n in names), cpu)
@@ -416,13 +415,7 @@ class Bench:
         cmd = ["curl", "-sS", "-f", "-L"]
         for n in names:
             cmd += [self.sim.resolve_url(repo, n), "-o", str(out / n)]
-        cpu0 = child_cpu()
-        t0 = time.perf_counter()
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        dt = time.perf_counter() - t0
-        cpu = child_cpu() - cpu0
-        if p.returncode:
-            raise RuntimeError(f"curl failed: {p.stderr[-1000:]}")
+        dt, cpu = timed_run("curl", cmd)
         check_files([out / n for n in names], [files[n] for n in names], "curl")
         rm(out)
         return Run("curl (sequential)", dt, sum(files[n] for n in names), cpu)
