@@ -24,6 +24,7 @@ from .jobs.store import JobStore
 from .metrics import LatencyMiddleware, Metrics
 from .routes import downloads, jobs, root
 from .settings import Settings
+from .validation import REPO_ID_PATTERN
 
 log = logging.getLogger(__name__)
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -185,7 +186,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
 
     from .routes.schemas import ERRORS
-    secured = {"dependencies": [Depends(require_token), Depends(reject_unknown_query)], "responses": {c: ERRORS[c] for c in (401, 429)}}
+    secured = {"dependencies": [Depends(require_token), Depends(reject_unknown_query)],
+               "responses": {c: ERRORS[c] for c in (401, 429)}}
     app.include_router(root.public)
     limiter.exempt(root.health)
     for router in [root.router, downloads.router, jobs.router, *services.routers()]:
@@ -209,11 +211,6 @@ def _openapi(app: FastAPI) -> dict:
                 if param["name"] == "model_id" and param["in"] == "query":
                     param["required"] = True
                     param["schema"].pop("anyOf", None)
-                    param["schema"].update(type="string", pattern=_model_id_pattern(), maxLength=200)
+                    param["schema"].update(type="string", pattern=REPO_ID_PATTERN, maxLength=200)
     app.openapi_schema = schema
     return schema
-
-
-def _model_id_pattern() -> str:
-    from .validation import REPO_ID_PATTERN
-    return REPO_ID_PATTERN

@@ -1,51 +1,25 @@
-"""Reading a field from the query string or from a flat JSON body (N8n sends either)."""
+"""A request's inputs: query parameters, or the same fields in a flat JSON body (N8n sends either).
+
+The query-parameter types carry the validators' own patterns, so the OpenAPI document describes
+exactly what is accepted (schemathesis checks that both agree).
+"""
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import Query
+from pydantic import BaseModel
+
 from ..errors import InvalidInput
+from ..settings import Settings
+from ..validation import PATTERNS_PATTERN, REPO_ID_PATTERN, REVISION_PATTERN, validate_repo_id
+from ..webhooks import validate_callback_url
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-
-
-def pick(name: str, query_value, body: dict | None, default=None):
-    if query_value is not None:
-        return query_value
-    if body and name in body and body[name] is not None:
-        return body[name]
-    return default
-
-
-def as_bool(name: str, value, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise InvalidInput(f"{name} must be true or false.", code="invalid_input")
-
-
-def as_str(name: str, value) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidInput(f"{name} must be a string.", code="invalid_input")
-    return value
-
-
-# Query parameter types shared by the routes. Their patterns are the validators' own, so the OpenAPI
-# document describes exactly what is accepted (schemathesis checks that both agree).
-from typing import Annotated  # noqa: E402
-
-from fastapi import Query  # noqa: E402
-
-from ..validation import PATTERNS_PATTERN, REPO_ID_PATTERN, REVISION_PATTERN  # noqa: E402
-
 _PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 CALLBACK_PATTERN = rf"^https?://[A-Za-z0-9._-]+(?::{_PORT})?(?:/[A-Za-z0-9._~%/?=&-]*)?$"
+
 ModelIdQ = Annotated[str | None, Query(pattern=REPO_ID_PATTERN, max_length=200,
                                        examples=["Qwen/Qwen2.5-0.5B-Instruct"],
                                        description="Hub repo id `org/name` (or `model_id` in a JSON body)")]
@@ -56,3 +30,37 @@ PatternsQ = Annotated[str | None, Query(pattern=PATTERNS_PATTERN, max_length=200
 CallbackQ = Annotated[str | None, Query(pattern=CALLBACK_PATTERN, max_length=2000,
                                         description="URL POSTed the job at its final state")]
 FlagQ = Annotated[bool | None, Query()]
+
+
+class Fields:
+    """The fields of one request; a query value wins over the same field of the body."""
+
+    def __init__(self, body: BaseModel | dict | None):
+        self._body = body.model_dump(exclude_none=True) if isinstance(body, BaseModel) else (body or {})
+
+    def get(self, name: str, query_value, default=None):
+        if query_value is not None:
+            return query_value
+        value = self._body.get(name)
+        return default if value is None else value
+
+    def text(self, name: str, query_value) -> str | None:
+        value = self.get(name, query_value)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(f"{name} must be a string.", code="invalid_input")
+        return value
+
+    def flag(self, name: str, query_value, default: bool) -> bool:
+        value = self.get(name, query_value)
+        if value is None or isinstance(value, bool):
+            return default if value is None else value
+        text = str(value).strip().lower()
+        if text in _TRUE | _FALSE:
+            return text in _TRUE
+        raise InvalidInput(f"{name} must be true or false.", code="invalid_input")
+
+    def model_id(self, query_value) -> str:
+        return validate_repo_id(self.text("model_id", query_value))
+
+    def callback_url(self, query_value, settings: Settings) -> str | None:
+        return validate_callback_url(self.text("callback_url", query_value), settings)

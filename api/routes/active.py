@@ -6,9 +6,7 @@ from fastapi import APIRouter, Body, Query
 
 from ..deps import ContainersDep, ModelsDep, SettingsDep, SwitchDep
 from ..errors import ApiError
-from ..validation import validate_repo_id
-from ..webhooks import validate_callback_url
-from ._params import CallbackQ, ModelIdQ, as_bool, as_str, pick
+from ._params import CallbackQ, Fields, ModelIdQ
 from .schemas import ERRORS, Job, ModelBody
 
 router = APIRouter(prefix="/api", tags=["active model"])
@@ -32,7 +30,6 @@ def put_active(switch: SwitchDep, settings: SettingsDep,
                restart: Annotated[bool | None, Query(description="false: rewrite .env only")] = None,
                callback_url: CallbackQ = None,
                body: Annotated[ModelBody | None, Body()] = None) -> dict:
-    b = body.model_dump(exclude_none=True) if body else {}
-    repo_id = validate_repo_id(as_str("model_id", pick("model_id", model_id, b)))
-    cb = validate_callback_url(as_str("callback_url", pick("callback_url", callback_url, b)), settings)
-    return switch.request(repo_id, as_bool("restart", pick("restart", restart, b), True), cb)
+    f = Fields(body)
+    return switch.request(f.model_id(model_id), f.flag("restart", restart, True),
+                          f.callback_url(callback_url, settings))

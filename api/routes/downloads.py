@@ -7,8 +7,7 @@ from fastapi.responses import JSONResponse
 
 from ..deps import JobsDep, SettingsDep
 from ..validation import REPO_ID_PATTERN, validate_patterns, validate_repo_id, validate_revision
-from ..webhooks import validate_callback_url
-from ._params import CallbackQ, ModelIdQ, PatternsQ, RevisionQ, as_bool, as_str, pick
+from ._params import CallbackQ, Fields, ModelIdQ, PatternsQ, RevisionQ
 from .schemas import ERRORS, DownloadBody, Job, ManualInstructions
 
 router = APIRouter(prefix="/api", tags=["downloads"])
@@ -30,14 +29,14 @@ def download_model(
     activate: Annotated[bool | None, Query(description="switch to it when complete")] = None,
     body: Annotated[DownloadBody | None, Body()] = None,
 ) -> Any:
-    b = body.model_dump(exclude_none=True) if body else {}
-    repo_id = validate_repo_id(as_str("model_id", pick("model_id", model_id, b)))
-    rev = validate_revision(as_str("revision", pick("revision", revision, b)))
-    inc = validate_patterns(pick("include", include, b), "include")
-    exc = validate_patterns(pick("exclude", exclude, b), "exclude")
-    cb = validate_callback_url(as_str("callback_url", pick("callback_url", callback_url, b)), settings)
-    do_activate = as_bool("activate", pick("activate", activate, b), False)
-    if not as_bool("auto", pick("auto", auto, b), True):
+    f = Fields(body)
+    repo_id = f.model_id(model_id)
+    rev = validate_revision(f.text("revision", revision))
+    inc = validate_patterns(f.get("include", include), "include")
+    exc = validate_patterns(f.get("exclude", exclude), "exclude")
+    cb = f.callback_url(callback_url, settings)
+    do_activate = f.flag("activate", activate, False)
+    if not f.flag("auto", auto, True):
         cmd = f"hf download {repo_id} --revision {rev} --cache-dir {settings.hf_cache}"
         if inc:
             cmd += " " + " ".join(f"--include '{p}'" for p in inc)

@@ -9,7 +9,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from ..deps import JobsDep
 from ..jobs.store import FINAL
-from ._params import as_bool, pick
+from ._params import Fields
 from .schemas import ERRORS, Job
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
@@ -48,7 +48,7 @@ def resume_job(jobs: JobsDep, job_id: JobId) -> dict:
              response_model=Job, responses=ERRORS)
 def cancel_job(jobs: JobsDep, job_id: JobId, discard: Annotated[bool | None, Query()] = None,
                body: Annotated[dict | None, Body()] = None) -> dict:
-    return jobs.cancel(job_id, discard=as_bool("discard", pick("discard", discard, body), False))
+    return jobs.cancel(job_id, discard=Fields(body).flag("discard", discard, False))
 
 
 @router.get("/{job_id}/events", summary="Server-Sent Events: a job snapshot per change, ends when final",

@@ -7,8 +7,7 @@ from fastapi.responses import JSONResponse
 
 from ..deps import ModelsDep, SettingsDep
 from ..validation import validate_repo_id
-from ..webhooks import validate_callback_url
-from ._params import CallbackQ, FlagQ, ModelIdQ, as_bool, as_str, pick
+from ._params import CallbackQ, Fields, FlagQ, ModelIdQ
 from .schemas import ERRORS, Job, ModelBody, ModelInfo
 
 router = APIRouter(prefix="/api", tags=["models"])
@@ -30,20 +29,16 @@ def model_status(models: ModelsDep, model_id: ModelIdQ = None) -> dict:
 def verify_model(models: ModelsDep, settings: SettingsDep, model_id: ModelIdQ = None,
                  callback_url: CallbackQ = None,
                  body: Annotated[ModelBody | None, Body()] = None) -> dict:
-    b = body.model_dump(exclude_none=True) if body else {}
-    repo_id = validate_repo_id(as_str("model_id", pick("model_id", model_id, b)))
-    cb = validate_callback_url(as_str("callback_url", pick("callback_url", callback_url, b)), settings)
-    return models.start_verify(repo_id, cb)
+    f = Fields(body)
+    return models.start_verify(f.model_id(model_id), f.callback_url(callback_url, settings))
 
 
 @router.delete("/delete-model", summary="Delete a cached model (refuses the active one unless force=true)",
                responses=ERRORS)
 def delete_model(request: Request, model_id: ModelIdQ = None, force: FlagQ = None,
                  body: Annotated[ModelBody | None, Body()] = None) -> JSONResponse:
-    b = body.model_dump(exclude_none=True) if body else {}
-    repo_id = validate_repo_id(as_str("model_id", pick("model_id", model_id, b)))
-    forced = as_bool("force", pick("force", force, b), False)
-    return JSONResponse(request.app.state.services.delete_model(repo_id, forced))
+    f = Fields(body)
+    return JSONResponse(request.app.state.services.delete_model(f.model_id(model_id), f.flag("force", force, False)))
 
 
 @router.get("/disk", summary="Cache size and free space", responses=ERRORS)
