@@ -189,7 +189,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     secured = {"dependencies": [Depends(require_token), Depends(reject_unknown_query)],
                "responses": {c: ERRORS[c] for c in (401, 429)}}
     app.include_router(root.public)
-    limiter.exempt(root.health)
     for router in [root.router, downloads.router, jobs.router, *services.routers()]:
         app.include_router(router, **secured)
     app.openapi = lambda: _openapi(app)

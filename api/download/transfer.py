@@ -62,7 +62,6 @@ class TransferOptions:
     backoff_max: float = 30.0
     token: str | None = None
     on_bytes: Callable[[int], None] | None = None   # metrics hook
-    on_retry: Callable[[str], None] | None = None
     slots: threading.Semaphore | None = None        # connections shared by every transfer of the process
 
 
@@ -250,7 +249,7 @@ class BlobTransfer:
                                             permanent=True) from e
             url = ""
             if any(p.remaining for p in self._parts):
-                url = self._with_retries(Part(0, 0), lambda _: resolve_location(
+                url = self._with_retries(Part(0, 0), lambda: resolve_location(
                     self.spec.url, self.opts.token, self.opts.connect_timeout, self.spec.what))
             return self._fetch_all(fd, url)
         finally:
@@ -276,7 +275,7 @@ class BlobTransfer:
                             if not queue:
                                 return
                             part = queue.popleft()
-                        self._with_retries(part, lambda c: self._fetch_part(conn, url, fd, part, buf, single[0]))
+                        self._with_retries(part, lambda: self._fetch_part(conn, url, fd, part, buf, single[0]))
                     except RangeIgnored:
                         with self._cond:
                             if not single[0]:
@@ -357,8 +356,6 @@ class BlobTransfer:
             self.retries += 1
             exc = state.outcome.exception()
             log.info("blob %s: retrying %s after %s", self.spec.key[:12], self.spec.what, exc)
-            if self.opts.on_retry:
-                self.opts.on_retry(str(exc))
 
         def sleep(seconds: float) -> None:
             if self._abort.wait(seconds):
@@ -372,7 +369,7 @@ class BlobTransfer:
                 with attempt:
                     if self._abort.is_set():
                         raise Aborted(self.spec.what)
-                    return fn(None)
+                    return fn()
         except (TransientError, OSError, http.client.HTTPException) as e:
             if self._abort.is_set():
                 raise Aborted(self.spec.what) from e
