@@ -154,6 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     from .services import build_services
     services = build_services(settings, manager, cache)
+    from .inspect.wiring import build_inspection
+    inspection = build_inspection(settings, engine, store, services)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -177,6 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cache = cache
     app.state.metrics = metrics
     app.state.services = services
+    app.state.inspection = inspection
 
     limiter = Limiter(key_func=get_remote_address, default_limits=[settings.rate_limit],
                       headers_enabled=True, enabled=settings.rate_limit_enabled, storage_uri="memory://")
@@ -189,7 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     secured = {"dependencies": [Depends(require_token), Depends(reject_unknown_query)],
                "responses": {c: ERRORS[c] for c in (401, 429)}}
     app.include_router(root.public)
-    for router in [root.router, downloads.router, jobs.router, *services.routers()]:
+    for router in [root.router, downloads.router, jobs.router, *inspection.routers(), *services.routers()]:
         app.include_router(router, **secured)
     app.openapi = lambda: _openapi(app)
     return app

@@ -40,3 +40,10 @@ JobsDep = Annotated[JobManager, Depends(_jobs)]
 ModelsDep = Annotated[ModelCache, Depends(_models)]
 ContainersDep = Annotated[ContainerManager, Depends(_containers)]
 SwitchDep = Annotated[SwitchService, Depends(_switch)]
+
+
+async def _inspection(request: Request):
+    return request.app.state.inspection
+
+
+InspectionDep = Annotated["Inspection", Depends(_inspection)]  # api.inspect.wiring.Inspection

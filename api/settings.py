@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(5, ge=1, le=20)
     webhook_backoff_max: float = Field(30.0, gt=0)
     log_level: str = "info"
+    # Inspection, fit planner, catalog (docs/choosing-a-variant.md)
+    gpu_memory_gb: float | None = Field(None, gt=0)        # GiB; unset: NVML, then nvidia-smi in the container
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)  # vLLM's --gpu-memory-utilization
+    fit_overhead_mb: int = Field(1024, ge=0)                # CUDA context, activations, CUDA graphs
+    kv_cache_dtype: str = Field("auto", pattern=r"^(auto|fp8|fp8_e4m3|fp8_e5m2|fp16|bfloat16)$")
+    catalog_file: Path | None = None                        # unset: the catalog shipped in api/inspect
+    hub_timeout: float = Field(10.0, gt=0)                  # one metadata call (inspect, update check)
 
     @field_validator("hf_endpoint")
     @classmethod

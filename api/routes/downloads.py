@@ -5,10 +5,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse
 
-from ..deps import JobsDep, SettingsDep
+from ..deps import InspectionDep, JobsDep, SettingsDep
 from ..validation import REPO_ID_PATTERN, validate_patterns, validate_repo_id, validate_revision
 from ._params import CallbackQ, Fields, ModelIdQ, PatternsQ, RevisionQ
-from .schemas import ERRORS, DownloadBody, Job, ManualInstructions
+from .schemas import CATALOG_ID_PATTERN, ERRORS, DownloadBody, Job, ManualInstructions
 
 router = APIRouter(prefix="/api", tags=["downloads"])
 
@@ -16,10 +16,10 @@ router = APIRouter(prefix="/api", tags=["downloads"])
 @router.post("/download-model", summary="Queue a model download (202 with the job)",
              status_code=202, response_model=Job,
              responses={200: {"model": Job | ManualInstructions,
-                              "description": "The running job for this model, or manual instructions"},
+                              "description": "The running job for this model, manual instructions, or a dry run's plan"},
                         **ERRORS})
 def download_model(
-    jobs: JobsDep, settings: SettingsDep,
+    jobs: JobsDep, settings: SettingsDep, inspection: InspectionDep,
     model_id: ModelIdQ = None,
     auto: Annotated[bool | None, Query(description="false: answer with manual instructions")] = None,
     revision: RevisionQ = None,
@@ -27,15 +27,26 @@ def download_model(
     exclude: PatternsQ = None,
     callback_url: CallbackQ = None,
     activate: Annotated[bool | None, Query(description="switch to it when complete")] = None,
+    dry_run: Annotated[bool | None, Query(description="true: answer 200 with the plan, queue nothing")] = None,
+    catalog_id: Annotated[str | None, Query(pattern=CATALOG_ID_PATTERN, description="a GET /api/catalog id")] = None,
     body: Annotated[DownloadBody | None, Body()] = None,
 ) -> Any:
     f = Fields(body)
-    repo_id = f.model_id(model_id)
-    rev = validate_revision(f.text("revision", revision))
-    inc = validate_patterns(f.get("include", include), "include")
+    entry_id = f.text("catalog_id", catalog_id)
+    if entry_id is not None:
+        entry = inspection.catalog.resolve(entry_id, f.text("model_id", model_id))
+        repo_id = entry.model_id
+        rev = validate_revision(f.text("revision", revision) or entry.revision)
+        inc = validate_patterns(f.get("include", include, list(entry.include) if entry.include else None), "include")
+    else:
+        repo_id = f.model_id(model_id)
+        rev = validate_revision(f.text("revision", revision))
+        inc = validate_patterns(f.get("include", include), "include")
     exc = validate_patterns(f.get("exclude", exclude), "exclude")
     cb = f.callback_url(callback_url, settings)
     do_activate = f.flag("activate", activate, False)
+    if f.flag("dry_run", dry_run, False):
+        return JSONResponse(inspection.inspector.dry_run(repo_id, rev, inc, exc), status_code=200)
     if not f.flag("auto", auto, True):
         cmd = f"hf download {repo_id} --revision {rev} --cache-dir {settings.hf_cache}"
         if inc:

@@ -57,6 +57,9 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+CATALOG_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+
 class DownloadBody(_Body):
     model_id: ModelIdField = None
     auto: bool | None = None
@@ -65,6 +68,8 @@ class DownloadBody(_Body):
     exclude: Patterns = None
     callback_url: CallbackField = None
     activate: bool | None = None
+    dry_run: bool | None = None
+    catalog_id: Annotated[str | None, Field(pattern=CATALOG_ID_PATTERN)] = None
 
 
 class ModelInfo(BaseModel):

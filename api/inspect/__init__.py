@@ -1,0 +1,1 @@
+"""Know before you download: what a repo holds, which variant fits the box, what is still to fetch."""

@@ -1,0 +1,253 @@
+"""Inspect a repo (cached per repo@commit), plan its fit, and dry-run a download."""
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from huggingface_hub import HfApi
+from huggingface_hub.utils import filter_repo_objects
+
+from ..download.engine import DownloadEngine, disk_free
+from ..download.http import TransientError
+from ..download.hub import FileEntry, Plan, _map_error, make_plan
+from ..errors import ApiError, DownloadError, NotFound, ServiceUnavailable
+from ..settings import Settings
+from . import safetensors_meta
+from .classify import format_of, kind_of, precision_of
+from .fit import Architecture, Gpu, disk_verdict, from_config, from_gguf, plan_fit
+from .gguf_meta import Variant, group_variants, read_header
+from .gpu import GpuProbe, gb_to_bytes
+from .hubread import HubReader
+from .store import InspectionStore
+
+log = logging.getLogger(__name__)
+_STATUS = {"repo_not_found": 404, "revision_not_found": 404, "file_not_found": 404, "gated_repo": 403,
+           "unauthorized": 403, "no_matching_files": 422}
+
+
+def hub_error(e: Exception, what: str) -> ApiError:
+    """A Hub failure as the API's error: 404/403 for permanent ones, 503 when the Hub is unreachable."""
+    mapped = e if isinstance(e, (DownloadError, TransientError)) else _map_error(e, what)
+    if isinstance(mapped, DownloadError):
+        return ApiError(mapped.detail, code=mapped.code, status=_STATUS.get(mapped.code, 502))
+    if isinstance(mapped, TransientError):
+        return ServiceUnavailable(f"{mapped}; no cached inspection to answer from.", code="hub_unreachable")
+    return ApiError(f"The Hub's answer for {what} could not be read ({type(e).__name__}).", code="hub_error",
+                    status=502)
+
+
+def _facts(info) -> dict:
+    card = info.card_data.to_dict() if getattr(info, "card_data", None) else {}
+    tags = list(info.tags or [])
+    license_ = card.get("license") or next((t.split(":", 1)[1] for t in tags if t.startswith("license:")), None)
+    return {"gated": info.gated or False, "private": bool(info.private), "license": license_,
+            "pipeline_tag": info.pipeline_tag or card.get("pipeline_tag"),
+            "library": info.library_name or card.get("library_name"), "tags": tags,
+            "last_modified": info.last_modified.isoformat().replace("+00:00", "Z") if info.last_modified else None}
+
+
+def _entries(doc: dict, paths: list[str] | None = None) -> list[FileEntry]:
+    wanted = None if paths is None else set(paths)
+    return [FileEntry(f["path"], f["size"], f["sha1"], f["sha256"]) for f in doc["files"]
+            if wanted is None or f["path"] in wanted]
+
+
+def _architecture(d: dict | None) -> Architecture | None:
+    if not d:
+        return None
+    return Architecture(**{k: v for k, v in d.items() if k != "kv_bytes_per_token"})
+
+
+class Inspector:
+    def __init__(self, settings: Settings, engine: DownloadEngine, store: InspectionStore, gpu: GpuProbe):
+        self.settings = settings
+        self.engine = engine
+        self.cache = engine.cache
+        self.store = store
+        self.gpu = gpu
+
+    def _api(self) -> HfApi:
+        return HfApi(endpoint=self.settings.hf_endpoint, token=self.settings.token() or False)
+
+    # -- the document, cached per commit ----------------------------------------------------------
+    def document(self, repo_id: str, revision: str) -> dict:
+        what = f"{repo_id}@{revision}"
+        try:
+            info = self._api().model_info(repo_id, revision=revision, files_metadata=True,
+                                          timeout=self.settings.hub_timeout)
+        except Exception as e:  # noqa: BLE001 - mapped below
+            err = hub_error(e, what)
+            cached = self.store.latest(repo_id, revision) if err.status == 503 else None
+            if cached is None:
+                raise err from e
+            log.info("inspect %s: Hub unreachable, answering from the cached inspection", what)
+            return {**cached, "source": "cache", "stale": True}
+        cached = self.store.get(repo_id, info.sha)
+        if cached is not None:
+            return {**cached, "source": "cache", "stale": False}
+        try:
+            doc = self._build(repo_id, revision, info)
+        except ApiError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise hub_error(e, what) from e
+        self.store.put(repo_id, revision, info.sha, doc)
+        return {**doc, "source": "hub", "stale": False}
+
+    def _build(self, repo_id: str, revision: str, info) -> dict:
+        commit = info.sha
+        reader = HubReader(self.settings.hf_endpoint, self.settings.token(), repo_id, commit,
+                           self.settings.hub_timeout)
+        files = []
+        for s in info.siblings or []:
+            lfs = s.lfs
+            files.append({"path": s.rfilename, "kind": kind_of(s.rfilename), "format": format_of(s.rfilename),
+                          "precision": precision_of(s.rfilename), "size": s.size or (lfs.size if lfs else 0),
+                          "sha256": lfs.sha256 if lfs else None, "sha1": s.blob_id, "lfs": lfs is not None})
+        paths = {f["path"] for f in files}
+        config, arch = None, None
+        if "config.json" in paths:
+            try:
+                config = json.loads(reader.small("config.json"))
+                arch = from_config(config) if isinstance(config, dict) else None
+            except ValueError:
+                config = None
+        st = None
+        if any(p.endswith(".safetensors") for p in paths):
+            st = safetensors_meta.read(self._api(), reader, paths)
+        variants = group_variants([(f["path"], f["size"]) for f in files if f["format"] == "gguf"])
+        self._read_headers(reader, variants)
+        quant = {p: v.to_json()["quantization"] for v in variants for p in v.files}
+        for f in files:
+            if f["path"] in quant:
+                f["precision"] = precision_of(f["path"], quant[f["path"]])
+        if arch is None and variants and variants[0].header:
+            arch = from_gguf(variants[0].header)
+        return {"model_id": repo_id, "revision": revision, "commit": commit, "repo": _facts(info),
+                "files": files,
+                "config": {k: config.get(k) for k in ("model_type", "architectures", "torch_dtype")}
+                if isinstance(config, dict) else None,
+                "architecture": arch.to_json() if arch else None, "safetensors": st,
+                "variants": [v.to_json() for v in variants]}
+
+    def _read_headers(self, reader: HubReader, variants: list[Variant]) -> None:
+        """The first header grows until complete; the others start at its size (one read each)."""
+        if not variants:
+            return
+
+        def one(v: Variant, first: int) -> None:
+            path = v.files[0]
+            v.header = read_header(lambda s, e: reader.range(path, s, e), v.extra["first_size"], first)
+
+        one(variants[0], 1 << 20)
+        known = variants[0].header["bytes_read"] + (64 << 10)
+        with ThreadPoolExecutor(4, thread_name_prefix="gguf-header") as pool:
+            list(pool.map(lambda v: one(v, known), variants[1:]))
+
+    # -- the live parts: what is cached, what fits --------------------------------------------------
+    def gpu_for(self, gpu_memory_gb: float | None) -> Gpu:
+        if gpu_memory_gb is not None:
+            return Gpu(gb_to_bytes(gpu_memory_gb), "request", 1)
+        return self.gpu.detect()
+
+    def _fit(self, weights: int, arch: Architecture | None, gpu: Gpu, max_model_len: int | None) -> dict:
+        s = self.settings
+        kv_bytes = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp16": 2, "bfloat16": 2}.get(
+            s.kv_cache_dtype)
+        return plan_fit(weights, arch, gpu, utilization=s.gpu_memory_utilization,
+                        overhead_bytes=s.fit_overhead_mb << 20, kv_dtype_bytes=kv_bytes, max_model_len=max_model_len)
+
+    def _disk(self, plan: Plan) -> dict:
+        free, _ = disk_free(self.cache.root)
+        return disk_verdict(self.engine.needed_bytes(plan), free, self.settings.disk_reserve_mb << 20)
+
+    @staticmethod
+    def _weights(doc: dict, selected: set[str] | None = None) -> int:
+        sizes = {f["path"]: f["size"] for f in doc["files"] if selected is None or f["path"] in selected}
+        st = doc.get("safetensors")
+        if st and any(p in sizes for p in st["files"]):
+            return sum(sizes.get(p, 0) for p in st["files"])
+        weights = [f for f in doc["files"] if f["kind"] == "weights" and f["path"] in sizes]
+        pytorch = [f for f in weights if f["format"] == "pytorch"]
+        return sum(f["size"] for f in (pytorch or weights))
+
+    def fit(self, repo_id: str, revision: str, *, variant: str | None = None, max_model_len: int | None = None,
+            gpu_memory_gb: float | None = None, doc: dict | None = None) -> dict:
+        doc = doc or self.document(repo_id, revision)
+        gpu = self.gpu_for(gpu_memory_gb)
+        base = _architecture(doc.get("architecture"))
+        variants = doc.get("variants") or []
+        head = {"model_id": repo_id, "revision": revision, "commit": doc["commit"]}
+        if not variants:
+            if variant:
+                raise NotFound(f"{repo_id} has no GGUF variants; leave variant out.", code="variant_not_found")
+            plan = Plan(repo_id, revision, doc["commit"], _entries(doc))
+            return {**head, "variant": None, "fit": self._fit(self._weights(doc), base, gpu, max_model_len),
+                    "disk": self._disk(plan)}
+        rows = []
+        for v in variants:
+            arch = (from_gguf(v["header"]) if v.get("header") else None) or base
+            rows.append((v, self._fit(v["size"], arch, gpu, max_model_len)))
+        if variant is not None:
+            chosen = next((r for r in rows if r[0]["name"] == variant), None)
+            if chosen is None:
+                names = ", ".join(v["name"] for v in variants)
+                raise NotFound(f"{repo_id} has no variant {variant!r}; it has {names}.", code="variant_not_found")
+        fitting = [r for r in rows if r[1]["verdict"] in ("fits", "fits_with_max_model_len")]
+        full = [r for r in rows if r[1]["verdict"] == "fits"]
+        if variant is None:
+            chosen = rows[0]
+        v, verdict = chosen
+        plan = Plan(repo_id, revision, doc["commit"], _entries(doc, v["files"]))
+        return {**head, "variant": v["name"], "include": v["include"], "fit": verdict, "disk": self._disk(plan),
+                "smallest_variant_that_fits": fitting[0][0]["name"] if fitting else None,
+                "largest_variant_that_fits": full[-1][0]["name"] if full else None,
+                "variants": [{"name": r[0]["name"], "size": r[0]["size"], "include": r[0]["include"],
+                              "verdict": r[1]["verdict"], "max_model_len_that_fits": r[1]["max_model_len_that_fits"]}
+                             for r in rows]}
+
+    def inspect(self, repo_id: str, revision: str, *, max_model_len: int | None = None,
+                gpu_memory_gb: float | None = None) -> dict:
+        doc = self.document(repo_id, revision)
+        files = [{**f, "cached": self.cache.has_blob(repo_id, e)} for f, e in zip(doc["files"], _entries(doc))]
+        fit = self.fit(repo_id, revision, max_model_len=max_model_len, gpu_memory_gb=gpu_memory_gb, doc=doc)
+        return {**doc, "files": files,
+                "totals": {"files": len(files), "bytes": sum(f["size"] for f in files),
+                           "bytes_cached": sum(f["size"] for f in files if f["cached"])},
+                "fit": {k: v for k, v in fit.items() if k not in ("model_id", "revision", "commit")}}
+
+    # -- dry run ------------------------------------------------------------------------------------
+    def dry_run(self, repo_id: str, revision: str, include: list[str] | None, exclude: list[str] | None) -> dict:
+        what = f"{repo_id}@{revision}"
+        try:
+            plan = make_plan(self.settings.hf_endpoint, self.settings.token(), repo_id, revision, include, exclude)
+        except (DownloadError, TransientError) as e:
+            raise hub_error(e, what) from e
+        reused = [f.path for f in plan.files if self.cache.has_blob(repo_id, f)]
+        out = {"status": "dry_run", "model_id": repo_id, "revision": revision, "commit": plan.commit,
+               "files": [{**f.to_json(), "cached": f.path in reused} for f in plan.files],
+               "bytes_total": plan.total_bytes, "bytes_to_fetch": self.engine.needed_bytes(plan),
+               "files_reused": len(reused), "disk": self._disk(plan), "fit": None}
+        try:
+            doc = self.document(repo_id, plan.commit)
+        except ApiError as e:
+            out["fit_error"] = e.code
+            return out
+        out["fit"] = self.fit_selection(doc, {f.path for f in plan.files}, self.gpu_for(None))
+        return out
+
+    def fit_selection(self, doc: dict, selected: set[str], gpu: Gpu) -> dict:
+        """The fit of what a download with this selection would fetch. Several GGUF variants selected:
+        the largest is judged, since it is the one that may not fit."""
+        variants = [v for v in doc.get("variants") or [] if set(v["files"]) <= selected]
+        base = _architecture(doc.get("architecture"))
+        if not variants:
+            return {"variant": None, **self._fit(self._weights(doc, selected), base, gpu, None)}
+        v = variants[-1]
+        arch = (from_gguf(v["header"]) if v.get("header") else None) or base
+        return {"variant": v["name"], **self._fit(v["size"], arch, gpu, None)}
+
+
+def select(doc: dict, include: list[str] | None) -> set[str]:
+    return set(filter_repo_objects([f["path"] for f in doc["files"]], allow_patterns=include))

@@ -1,0 +1,34 @@
+"""The inspection objects, built in create_app and hung on app.state.inspection."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..download.engine import DownloadEngine
+from ..jobs.store import JobStore
+from ..settings import Settings
+from .catalog import load_catalog
+from .catalog_view import Catalog
+from .gpu import GpuProbe
+from .service import Inspector
+from .store import InspectionStore
+from .updates import UpdateChecker
+
+
+@dataclass
+class Inspection:
+    inspector: Inspector
+    catalog: Catalog
+    updates: UpdateChecker
+
+    @staticmethod
+    def routers() -> list:
+        from ..routes import catalog, inspect
+        # inspect's /api/models/updates must come before any /api/models/{...} route
+        return [inspect.router, catalog.router]
+
+
+def build_inspection(settings: Settings, engine: DownloadEngine, jobs: JobStore, services) -> Inspection:
+    entries = load_catalog(settings.catalog_file)      # a bad file stops start-up here, naming the line
+    inspector = Inspector(settings, engine, InspectionStore(settings.state_db), GpuProbe(settings, services.containers))
+    return Inspection(inspector, Catalog(entries, inspector, services.models.active_model),
+                      UpdateChecker(settings, engine.cache, jobs))

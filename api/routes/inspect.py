@@ -1,0 +1,40 @@
+"""Know before you download: GET /api/inspect, GET /api/fit, GET /api/models/updates."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from ..deps import InspectionDep, ModelsDep
+from ..validation import validate_repo_id, validate_revision
+from ._params import ModelIdQ, RevisionQ
+from .schemas import ERRORS
+
+router = APIRouter(prefix="/api", tags=["inspect"])
+MaxLenQ = Annotated[int | None, Query(ge=1, le=10_000_000, description="context length to plan for; "
+                                      "default the model's own")]
+GpuGbQ = Annotated[float | None, Query(gt=0, le=100_000, description="GPU memory in GiB; overrides detection")]
+VariantQ = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._/-]{1,200}$",
+                                       description="a GGUF variant name from /api/inspect (Q4_K_M, ...)")]
+
+
+@router.get("/inspect", summary="What a repo holds: files by kind, parameters, GGUF variants, fit",
+            responses=ERRORS)
+def inspect_repo(inspection: InspectionDep, model_id: ModelIdQ = None, revision: RevisionQ = None,
+                 max_model_len: MaxLenQ = None, gpu_memory_gb: GpuGbQ = None) -> dict:
+    return inspection.inspector.inspect(validate_repo_id(model_id), validate_revision(revision),
+                                        max_model_len=max_model_len, gpu_memory_gb=gpu_memory_gb)
+
+
+@router.get("/fit", summary="Does the model (or one GGUF variant) fit the GPU and the disk?", responses=ERRORS)
+def fit(inspection: InspectionDep, model_id: ModelIdQ = None, revision: RevisionQ = None,
+        variant: VariantQ = None, max_model_len: MaxLenQ = None, gpu_memory_gb: GpuGbQ = None) -> dict:
+    return inspection.inspector.fit(validate_repo_id(model_id), validate_revision(revision), variant=variant,
+                                    max_model_len=max_model_len, gpu_memory_gb=gpu_memory_gb)
+
+
+@router.get("/models/updates", summary="For each cached model on a branch: has the branch moved on the Hub?",
+            responses=ERRORS)
+def updates(inspection: InspectionDep, models: ModelsDep) -> dict:
+    rows = inspection.updates.check_all(models.list())
+    return {"models": rows, "updates_available": sum(r["status"] == "update_available" for r in rows)}
