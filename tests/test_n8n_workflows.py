@@ -200,3 +200,18 @@ def test_cleanup_workflow_lists_filters_deletes():
     assert by_name["Delete model"]["parameters"]["method"] == "DELETE"
     text = json.dumps(by_name["Unused for N days"]["parameters"])
     assert "$json.active" in text and "$json.last_modified" in text and "keep_days" in text
+
+
+def test_fit_check_workflow_dry_runs_before_it_downloads():
+    wf = load(ROOT / "docs/n8n/fit-check-then-download.json")
+    by_name = {n["name"]: n for n in wf["nodes"]}
+    dry = {q["name"]: q["value"] for q in by_name["Dry run"]["parameters"]["queryParameters"]["parameters"]}
+    assert dry["dry_run"] == "true" and "model_id" in dry and "include" in dry
+    queue = {q["name"] for q in by_name["Queue download"]["parameters"]["queryParameters"]["parameters"]}
+    assert "dry_run" not in queue
+    nxt = {s: [[t["node"] for t in ts] for ts in o["main"]] for s, o in wf["connections"].items()}
+    assert nxt["Dry run"] == [["Fits GPU and disk?"]]
+    assert nxt["Fits GPU and disk?"] == [["Queue download"], ["Does not fit"]]
+    test = json.dumps(by_name["Fits GPU and disk?"]["parameters"])
+    assert "$json.body.fit.verdict" in test and "$json.body.disk.verdict" in test
+    assert by_name["Does not fit"]["type"] == "n8n-nodes-base.stopAndError"
