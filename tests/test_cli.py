@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from api.testing.hubsim import Fault
+from api.testing.hubsim import Fault, model_repos
 
 from .servers import ROOT
 
@@ -61,6 +61,7 @@ def test_bats_suite(sim, api_factory, tmp_path: Path):
     need_tool("curl", "curl")
     for repo, files in REPOS.items():
         sim.add_repo(repo, files)
+    model_repos.install(sim)   # for tests/bats/inspect.bats
     # Per connection: medium (one part) takes ~3 s; slow stays busy long after the tests cancel it.
     sim.set_faults(Fault(repo="cli-org/medium", rate_bps=1 * MiB),
                    Fault(repo="cli-org/slow", rate_bps=128 * 1024))

@@ -164,3 +164,16 @@ def test_dry_run_writes_nothing_then_counts_reused_blobs(api, sim, repos, tmp_pa
     assert again["bytes_to_fetch"] == 0 and again["files_reused"] == 1 and again["files"][0]["cached"] is True
     inspected = api.get("/api/inspect", params={"model_id": mr.QWEN3_GGUF}).json()
     assert inspected["totals"]["bytes_cached"] == sim.file_info(mr.QWEN3_GGUF, "Qwen3-8B-Q4_K_M.gguf")["size"]
+
+
+def test_unreadable_headers_are_reported_not_fatal(api, sim):
+    sim.add_repo("llmbox-sim/broken-headers", {"config.json": b'{"hidden_size": 64}', "model.safetensors": 300_000,
+                                               "model-Q4_K_M.gguf": 200_000})
+    r = api.get("/api/inspect", params={"model_id": "llmbox-sim/broken-headers"})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["safetensors"]["error"] == "unreadable_header" and doc["architecture"] is None
+    [variant] = doc["variants"]
+    assert variant["header"]["error"] == "unreadable_header"
+    assert (variant["quantization"], variant["quantization_source"]) == ("Q4_K_M", "file_name")
+    assert doc["fit"]["fit"]["verdict"] == "unknown"

@@ -17,7 +17,7 @@ from gguf import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFReader, LlamaFileType
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 _QUANT = re.compile(r"(?:^|[-_.])((?:UD-)?(?:I?Q\d(?:_[0-9A-Z]+)*|BF16|F16|F32|FP16|FP32|MXFP4(?:_MOE)?|TQ\d_\d))"
                     r"(?=$|[-_.])", re.IGNORECASE)
-FIRST_READ = 1 << 20          # most headers without a large vocabulary fit; grown x4 when not
+FIRST_READ = 256 << 10        # general.* and the architecture keys precede the vocabulary; grown x4 when not
 MAX_HEADER = 64 << 20         # a header this large is not one we parse
 ARCH_KEYS = ("context_length", "block_count", "embedding_length", "attention.head_count",
              "attention.head_count_kv", "attention.key_length")

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from huggingface_hub import HfApi
+from huggingface_hub.errors import SafetensorsParsingError
 from huggingface_hub.utils import filter_repo_objects
 
 from ..download.engine import DownloadEngine, disk_free
@@ -16,7 +18,7 @@ from ..settings import Settings
 from . import safetensors_meta
 from .classify import format_of, kind_of, precision_of
 from .fit import Architecture, Gpu, disk_verdict, from_config, from_gguf, plan_fit
-from .gguf_meta import Variant, group_variants, read_header
+from .gguf_meta import FIRST_READ, Variant, group_variants, read_header
 from .gpu import GpuProbe, gb_to_bytes
 from .hubread import HubReader
 from .store import InspectionStore
@@ -66,12 +68,21 @@ class Inspector:
         self.cache = engine.cache
         self.store = store
         self.gpu = gpu
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     def _api(self) -> HfApi:
         return HfApi(endpoint=self.settings.hf_endpoint, token=self.settings.token() or False)
 
     # -- the document, cached per commit ----------------------------------------------------------
     def document(self, repo_id: str, revision: str) -> dict:
+        # One build per repo at a time: the catalog asks for the same repo for each of its variants.
+        with self._locks_lock:
+            lock = self._locks.setdefault(repo_id, threading.Lock())
+        with lock:
+            return self._document(repo_id, revision)
+
+    def _document(self, repo_id: str, revision: str) -> dict:
         what = f"{repo_id}@{revision}"
         try:
             info = self._api().model_info(repo_id, revision=revision, files_metadata=True,
@@ -115,14 +126,17 @@ class Inspector:
                 config = None
         st = None
         if any(p.endswith(".safetensors") for p in paths):
-            st = safetensors_meta.read(self._api(), reader, paths)
+            try:
+                st = safetensors_meta.read(self._api(), reader, paths)
+            except (SafetensorsParsingError, ValueError) as e:   # a broken file is a fact, not a failure
+                st = {"error": "unreadable_header", "detail": str(e)[:300]}
         variants = group_variants([(f["path"], f["size"]) for f in files if f["format"] == "gguf"])
         self._read_headers(reader, variants)
         quant = {p: v.to_json()["quantization"] for v in variants for p in v.files}
         for f in files:
             if f["path"] in quant:
                 f["precision"] = precision_of(f["path"], quant[f["path"]])
-        if arch is None and variants and variants[0].header:
+        if arch is None and variants and variants[0].header and "error" not in variants[0].header:
             arch = from_gguf(variants[0].header)
         return {"model_id": repo_id, "revision": revision, "commit": commit, "repo": _facts(info),
                 "files": files,
@@ -138,10 +152,13 @@ class Inspector:
 
         def one(v: Variant, first: int) -> None:
             path = v.files[0]
-            v.header = read_header(lambda s, e: reader.range(path, s, e), v.extra["first_size"], first)
+            try:
+                v.header = read_header(lambda s, e: reader.range(path, s, e), v.extra["first_size"], first)
+            except ValueError as e:    # not GGUF after all: the name is all there is
+                v.header = {"error": "unreadable_header", "detail": str(e)[:300]}
 
-        one(variants[0], 1 << 20)
-        known = variants[0].header["bytes_read"] + (64 << 10)
+        one(variants[0], FIRST_READ)
+        known = variants[0].header.get("bytes_read") or FIRST_READ
         with ThreadPoolExecutor(4, thread_name_prefix="gguf-header") as pool:
             list(pool.map(lambda v: one(v, known), variants[1:]))
 
@@ -165,9 +182,9 @@ class Inspector:
     @staticmethod
     def _weights(doc: dict, selected: set[str] | None = None) -> int:
         sizes = {f["path"]: f["size"] for f in doc["files"] if selected is None or f["path"] in selected}
-        st = doc.get("safetensors")
-        if st and any(p in sizes for p in st["files"]):
-            return sum(sizes.get(p, 0) for p in st["files"])
+        shards = (doc.get("safetensors") or {}).get("files") or []
+        if any(p in sizes for p in shards):
+            return sum(sizes.get(p, 0) for p in shards)
         weights = [f for f in doc["files"] if f["kind"] == "weights" and f["path"] in sizes]
         pytorch = [f for f in weights if f["format"] == "pytorch"]
         return sum(f["size"] for f in (pytorch or weights))
