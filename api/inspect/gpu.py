@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from ..containers import ContainerManager
 from ..settings import Settings
@@ -12,6 +13,7 @@ from .fit import Gpu
 log = logging.getLogger(__name__)
 NVIDIA_SMI = ["nvidia-smi", "--query-gpu=memory.total", "--format=csv"]
 GIB = 1 << 30
+RETRY_AFTER = 60.0   # seconds; the inference container may just be starting
 
 
 def gb_to_bytes(gb: float) -> int:
@@ -36,14 +38,17 @@ class GpuProbe:
         self.settings = settings
         self.containers = containers
         self._found: Gpu | None = None     # a detected GPU does not change while the API runs
+        self._missed_at = -RETRY_AFTER     # no GPU found: ask again after RETRY_AFTER seconds
         self._lock = threading.Lock()
 
     def detect(self) -> Gpu:
         if self.settings.gpu_memory_gb is not None:
             return Gpu(gb_to_bytes(self.settings.gpu_memory_gb), "setting", 1)
         with self._lock:
-            if self._found is None:
+            if self._found is None and time.monotonic() - self._missed_at >= RETRY_AFTER:
                 self._found = self._nvml() or self._docker()
+                if self._found is None:
+                    self._missed_at = time.monotonic()
             found = self._found
         if found is None:
             return Gpu(None, "unknown", 0, "no GPU_MEMORY_GB, no GPU visible to the API (NVML) and "

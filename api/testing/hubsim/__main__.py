@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token", action="append", default=[], help="accepted bearer token for gated repos")
     p.add_argument("--synthetic", action="append", default=[], type=parse_synthetic, metavar="REPO[@REV]:PATH=SIZE,...")
     p.add_argument("--gated", action="append", default=[], metavar="REPO_ID", help="mark a --synthetic repo gated")
+    p.add_argument("--model-repos", action="store_true",
+                   help="add the model-like repos of model_repos.py (real safetensors/GGUF headers, configs)")
     p.add_argument("--tree-page-size", type=int, default=50)
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = p.parse_args(argv)
@@ -52,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for repo_id, revision, files in args.synthetic:
         sim.add_repo(repo_id, files, gated=repo_id in args.gated, revision=revision)
+    if args.model_repos:
+        from .model_repos import install
+        install(sim)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
