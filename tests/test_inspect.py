@@ -19,7 +19,9 @@ def repos(sim):
 
 
 def served(sim, repo_id: str) -> int:
-    return sum(row["served_bytes"] for row in sim.stats.snapshot().get(repo_id, {}).values())
+    """Body bytes the simulator served of the repo's files (hub and CDN)."""
+    paths = {p for files in sim.describe()[repo_id]["commits"].values() for p in files}
+    return sum(sim.served_bytes(repo_id, p) for p in paths)
 
 
 def shard_sizes(sim) -> int:
@@ -177,3 +179,15 @@ def test_unreadable_headers_are_reported_not_fatal(api, sim):
     assert variant["header"]["error"] == "unreadable_header"
     assert (variant["quantization"], variant["quantization_source"]) == ("Q4_K_M", "file_name")
     assert doc["fit"]["fit"]["verdict"] == "unknown"
+
+
+def test_dry_run_and_inspect_errors_are_clear_4xx(api, repos):
+    def dry(**params):
+        return api.post("/api/download-model", params={"dry_run": "true", **params})
+    assert_error(dry(model_id="llmbox-sim/not-there"), 404, "repo_not_found")
+    assert_error(dry(model_id=mr.QWEN3_GGUF, include="*.nothing"), 404, "no_matching_files")
+    assert_error(dry(model_id=mr.QWEN3_GGUF, revision="no-such-branch"), 404, "revision_not_found")
+    assert_error(api.get("/api/inspect", params={"model_id": "../etc"}), 422, "invalid_model_id")
+    assert_error(api.get("/api/fit", params={"model_id": mr.QWEN25, "gpu_memory_gb": "-1"}), 422)
+    assert_error(api.post("/api/download-model", params={"catalog_id": "Bad Id!"}), 422)
+    assert api.get("/api/jobs").json() == []

@@ -25,7 +25,7 @@ from .store import InspectionStore
 
 log = logging.getLogger(__name__)
 _STATUS = {"repo_not_found": 404, "revision_not_found": 404, "file_not_found": 404, "gated_repo": 403,
-           "unauthorized": 403, "no_matching_files": 422}
+           "unauthorized": 403, "no_matching_files": 404}
 
 
 def hub_error(e: Exception, what: str) -> ApiError:
@@ -94,6 +94,8 @@ class Inspector:
                 raise err from e
             log.info("inspect %s: Hub unreachable, answering from the cached inspection", what)
             return {**cached, "source": "cache", "stale": True}
+        if not info.sha:
+            raise ApiError(f"The Hub gave no commit for {what}.", code="hub_error", status=502)
         cached = self.store.get(repo_id, info.sha)
         if cached is not None:
             return {**cached, "source": "cache", "stale": False}

@@ -23,7 +23,6 @@ class Inspection:
     @staticmethod
     def routers() -> list:
         from ..routes import catalog, inspect
-        # inspect's /api/models/updates must come before any /api/models/{...} route
         return [inspect.router, catalog.router]
 
 
