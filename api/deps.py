@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from .containers import ContainerManager
+from .inspect.wiring import Inspection
 from .jobs.manager import JobManager
 from .models_cache import ModelCache
 from .settings import Settings
@@ -42,8 +43,8 @@ ContainersDep = Annotated[ContainerManager, Depends(_containers)]
 SwitchDep = Annotated[SwitchService, Depends(_switch)]
 
 
-async def _inspection(request: Request):
+async def _inspection(request: Request) -> Inspection:
     return request.app.state.inspection
 
 
-InspectionDep = Annotated["Inspection", Depends(_inspection)]  # api.inspect.wiring.Inspection
+InspectionDep = Annotated[Inspection, Depends(_inspection)]

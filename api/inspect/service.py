@@ -104,6 +104,7 @@ class Inspector:
         except ApiError:
             raise
         except Exception as e:  # noqa: BLE001
+            log.warning("inspect %s failed: %s: %s", what, type(e).__name__, e)
             raise hub_error(e, what) from e
         self.store.put(repo_id, revision, info.sha, doc)
         return {**doc, "source": "hub", "stale": False}
