@@ -191,3 +191,14 @@ def test_dry_run_and_inspect_errors_are_clear_4xx(api, repos):
     assert_error(api.get("/api/fit", params={"model_id": mr.QWEN25, "gpu_memory_gb": "-1"}), 422)
     assert_error(api.post("/api/download-model", params={"catalog_id": "Bad Id!"}), 422)
     assert api.get("/api/jobs").json() == []
+
+
+def test_dry_run_disk_verdict_follows_the_reserve(api_factory, repos):
+    api = api_factory(disk_reserve_mb=1 << 40)   # a reserve no disk can hold
+    r = api.post("/api/download-model", params={"model_id": mr.LLAMA3, "dry_run": "true"})
+    assert r.status_code == 200, r.text
+    disk = r.json()["disk"]
+    assert disk["verdict"] == "does_not_fit" and disk["available_bytes"] == 0
+    assert disk["reserve_bytes"] == 1 << 60 and disk["bytes_to_fetch"] > 0
+    # The real request is refused the same way, and nothing was queued by the dry run.
+    assert_error(api.post("/api/download-model", params={"model_id": mr.LLAMA3}), 507, "insufficient_storage")

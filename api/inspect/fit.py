@@ -117,8 +117,9 @@ def plan_fit(weights_bytes: int, arch: Architecture | None, gpu: Gpu, *, utiliza
             "reason": f"Only {largest} tokens of KV cache fit; at least {min(MIN_CONTEXT, ctx)} are needed."}
 
 
-def disk_verdict(bytes_to_fetch: int, free_bytes: int, reserve_bytes: int) -> dict:
-    available = max(0, free_bytes - reserve_bytes)
+def disk_verdict(bytes_to_fetch: int, free_bytes: int, reserve_bytes: int, promised_bytes: int = 0) -> dict:
+    """The check a download makes before it queues (JobManager.check_disk), as a verdict."""
+    available = max(0, free_bytes - reserve_bytes - promised_bytes)
     return {"verdict": "fits" if bytes_to_fetch <= available else "does_not_fit",
             "bytes_to_fetch": bytes_to_fetch, "free_bytes": free_bytes, "reserve_bytes": reserve_bytes,
-            "available_bytes": available}
+            "promised_bytes": promised_bytes, "available_bytes": available}

@@ -14,6 +14,7 @@ from ..download.engine import DownloadEngine, disk_free
 from ..download.http import TransientError
 from ..download.hub import FileEntry, Plan, _map_error, make_plan
 from ..errors import ApiError, DownloadError, NotFound, ServiceUnavailable
+from ..jobs.store import ACTIVE, JobStore
 from ..settings import Settings
 from . import safetensors_meta
 from .classify import format_of, kind_of, precision_of
@@ -62,9 +63,11 @@ def _architecture(d: dict | None) -> Architecture | None:
 
 
 class Inspector:
-    def __init__(self, settings: Settings, engine: DownloadEngine, store: InspectionStore, gpu: GpuProbe):
+    def __init__(self, settings: Settings, engine: DownloadEngine, store: InspectionStore, gpu: GpuProbe,
+                 jobs: JobStore):
         self.settings = settings
         self.engine = engine
+        self.jobs = jobs
         self.cache = engine.cache
         self.store = store
         self.gpu = gpu
@@ -180,7 +183,10 @@ class Inspector:
 
     def _disk(self, plan: Plan) -> dict:
         free, _ = disk_free(self.cache.root)
-        return disk_verdict(self.engine.needed_bytes(plan), free, self.settings.disk_reserve_mb << 20)
+        promised = sum(self.engine.needed_bytes(Plan.from_json(rec["plan"]))
+                       for rec in self.jobs.query(kind="download", statuses=ACTIVE, limit=1000)
+                       if rec["plan"] and rec["model_id"] != plan.repo_id)
+        return disk_verdict(self.engine.needed_bytes(plan), free, self.settings.disk_reserve_mb << 20, promised)
 
     @staticmethod
     def _weights(doc: dict, selected: set[str] | None = None) -> int:
