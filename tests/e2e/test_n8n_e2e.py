@@ -24,6 +24,7 @@ import pytest
 
 from api import create_app
 from api import envfile
+from api.testing.hubsim import model_repos
 
 from ..conftest import API_KEY, make_settings
 from ..servers import free_port, serve_in_thread, wait_until
@@ -31,6 +32,7 @@ from ..servers import free_port, serve_in_thread, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "docs" / "n8n"
 POLL_ID, WEBHOOK_ID, CLEANUP_ID = "llmboxDlPolling1", "llmboxDlWebhook1", "llmboxCleanup001"
+FIT_ID = "llmboxFitCheck01"
 POLL_MODEL, WEBHOOK_MODEL = "e2e-org/poll-chat", "e2e-org/webhook-chat"
 OLD_MODEL, RECENT_MODEL, STALE_ACTIVE = "e2e-org/old-unused", "e2e-org/recent", "e2e-org/old-but-active"
 CRED = {"id": "llmboxApiKey0001", "name": "LLM box API key", "type": "httpHeaderAuth"}
@@ -103,7 +105,8 @@ def stack(tmp_path_factory, sim, n8n_bin):
     tmp = tmp_path_factory.mktemp("e2e")
     for repo in (POLL_MODEL, WEBHOOK_MODEL, OLD_MODEL, RECENT_MODEL, STALE_ACTIVE):
         sim.add_repo(repo, FILES)
-    settings = make_settings(tmp, sim)
+    model_repos.install(sim)
+    settings = make_settings(tmp, sim, gpu_memory_gb=24)   # the fit-check workflow needs a known GPU
     with serve_in_thread(create_app(settings)) as url:
         api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
         home = tmp / "n8n-home"
@@ -271,3 +274,21 @@ def test_cleanup_workflow_deletes_unused_models(stack):
     assert not (settings.hf_cache / ("models--" + OLD_MODEL.replace("/", "--"))).exists()
     assert {RECENT_MODEL, STALE_ACTIVE, POLL_MODEL} <= after
     assert active(settings) == STALE_ACTIVE
+
+
+def test_fit_check_workflow_dry_runs_then_downloads(stack):
+    """Dry run -> IF fit and disk verdicts -> download and poll; a failed dry run stops before any download."""
+    settings, n8n = stack["settings"], stack["n8n"]
+    n8n.env.update(LLMBOX_MODEL_ID=model_repos.QWEN3_GGUF, LLMBOX_INCLUDE="Qwen3-8B-Q4_K_M.gguf")
+    run = n8n.execute(FIT_ID)
+    assert run["status"] == "success", run.get("status")
+    assert "Downloaded" in ran(run) and not {"Does not fit", "Download refused", "Download: failed"} & ran(run)
+    plan = node_items(run, "Dry run")[0]["body"]
+    assert plan["status"] == "dry_run" and plan["fit"]["verdict"] == "fits" and plan["disk"]["verdict"] == "fits"
+    assert [p.name for p in snapshot_files(settings, model_repos.QWEN3_GGUF)] == ["Qwen3-8B-Q4_K_M.gguf"]
+
+    n8n.env["LLMBOX_MODEL_ID"] = "e2e-org/does-not-exist"
+    p = n8n.run("execute", f"--id={FIT_ID}", "--rawOutput", check=False)
+    out = p.stdout + p.stderr
+    assert "Not downloading e2e-org/does-not-exist: HTTP 404 repo_not_found" in out, out[-3000:]
+    assert not (settings.hf_cache / "models--e2e-org--does-not-exist").exists()
