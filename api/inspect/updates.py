@@ -2,11 +2,12 @@
 and `unknown` (not an error) when the Hub cannot be asked."""
 from __future__ import annotations
 
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from huggingface_hub import HfApi
-from huggingface_hub._tree_cache import read_tree_cache
 from huggingface_hub.utils import filter_repo_objects
 
 from ..download.cache import HFCache
@@ -28,11 +29,11 @@ class UpdateChecker:
         with ThreadPoolExecutor(4, thread_name_prefix="updates") as pool:
             return list(pool.map(self.check, [m for m in models if m.get("commit")]))
 
-    def _selection(self, model_id: str) -> tuple[list[str] | None, list[str] | None]:
-        """The include/exclude of the last complete download: an update fetches the same selection."""
+    def _selection(self, model_id: str) -> dict | None:
+        """The include/exclude of the last complete download (an update fetches the same selection);
+        None when the model came from elsewhere (hf download, a copy)."""
         rows = self.store.query(kind="download", model_id=model_id, status="complete", limit=1)
-        params = (rows[0]["params"] or {}) if rows else {}
-        return params.get("include"), params.get("exclude")
+        return (rows[0]["params"] or {}) if rows else None
 
     def check(self, model: dict) -> dict:
         model_id, commit, revision = model["model_id"], model["commit"], model.get("revision") or "main"
@@ -50,18 +51,28 @@ class UpdateChecker:
         out["hub_commit"] = info.sha
         if info.sha == commit:
             return {**out, "status": "up_to_date"}
-        local = read_tree_cache(str(folder), commit) or {}
-        snap = folder / "snapshots" / commit
-        have = {str(p.relative_to(snap)) for p in snap.rglob("*") if p.is_symlink() or p.is_file()} \
-            if snap.is_dir() else set()
+        have = _snapshot_keys(folder / "snapshots" / commit)
         remote = {s.rfilename: FileEntry(s.rfilename, s.size or 0, s.blob_id, s.lfs.sha256 if s.lfs else None)
                   for s in info.siblings or []}
-        include, exclude = self._selection(model_id)
-        new = set(filter_repo_objects(sorted(set(remote) - set(local)), allow_patterns=include,
-                                      ignore_patterns=exclude))
-        changed = sorted(p for p in have if p in remote and p in local
-                         and (local[p].lfs_sha256 or local[p].blob_id) != remote[p].key)
+        selection = self._selection(model_id)
+        new = set()
+        if selection is not None:
+            new = set(filter_repo_objects(sorted(set(remote) - set(have)), allow_patterns=selection.get("include"),
+                                          ignore_patterns=selection.get("exclude")))
+        changed = sorted(p for p, key in have.items() if p in remote and key != remote[p].key)
         fetch = [remote[p] for p in [*changed, *sorted(new)] if not self.cache.has_blob(model_id, remote[p])]
         return {**out, "status": "update_available", "changed": changed, "added": sorted(new),
                 "removed": sorted(p for p in have if p not in remote),
                 "bytes_to_fetch": sum(f.size for f in fetch)}
+
+
+def _snapshot_keys(snap: Path) -> dict[str, str]:
+    """path -> blob key of a snapshot: each entry is a link to blobs/<sha256 or git sha1>, as
+    huggingface_hub lays it out (so models fetched with `hf download` are compared too)."""
+    out = {}
+    if not snap.is_dir():
+        return out
+    for p in snap.rglob("*"):
+        if p.is_symlink():
+            out[str(p.relative_to(snap))] = os.path.basename(os.readlink(p))
+    return out
