@@ -93,3 +93,16 @@ def test_update_check_after_the_branch_moves(api, sim, repos):
     sim.set_faults(Fault(repo=UPD, on="api", status=503))
     row = api.get("/api/models/updates").json()["models"][0]
     assert row["status"] == "unknown" and row["error"] == "hub_unreachable"
+
+
+def test_update_check_of_a_model_fetched_with_hf_download(api, sim):
+    from huggingface_hub import snapshot_download
+    repo = "llmbox-sim/Qwen2.5-7B-Instruct-hf-cli"
+    mr.add_qwen25(sim, repo)
+    snapshot_download(repo, cache_dir=api.settings.hf_cache, endpoint=sim.url, allow_patterns=["*.json", "*.safetensors"])
+    [row] = api.get("/api/models/updates").json()["models"]
+    assert (row["model_id"], row["status"]) == (repo, "up_to_date")
+    mr.move_branch(sim, repo)
+    [row] = api.get("/api/models/updates").json()["models"]
+    assert row["status"] == "update_available" and row["added"] == []   # no job: the selection is unknown
+    assert row["changed"] == ["config.json", "model-00004-of-00004.safetensors"]
