@@ -101,6 +101,10 @@ def test_gguf_variants_grouped_and_read_from_headers(api, repos):
         assert v["header"]["architecture"] == "qwen3" and v["header"]["context_length"] == 40960
     assert doc["architecture"]["kv_bytes_per_token"] == 2 * 36 * 8 * 128 * 2 == 147456
     assert {f["precision"] for f in doc["files"] if f["format"] == "gguf"} == {"iq4_xs", "q4_k_m", "q5_k_m", "q8_0"}
+    for v in variants.values():   # each include pattern selects exactly its variant
+        plan = api.post("/api/download-model", params={"model_id": mr.QWEN3_GGUF, "include": v["include"],
+                                                       "dry_run": "true"}).json()
+        assert sorted(f["path"] for f in plan["files"]) == v["files"] and plan["fit"]["variant"] == v["name"]
 
     # No quantisation in the file name: the header still tells.
     mystery = api.get("/api/inspect", params={"model_id": mr.MYSTERY_GGUF}).json()
