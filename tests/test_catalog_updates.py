@@ -7,6 +7,7 @@ import pytest
 
 from api import create_app
 from api.inspect.catalog import CatalogError, load_catalog
+from api.routes import inspect_schemas as schemas
 from api.testing.hubsim import model_repos as mr
 from api.testing.hubsim.faults import Fault
 
@@ -53,7 +54,9 @@ def test_catalog_lists_sizes_fit_flags_and_downloads_by_id(api_factory, sim, rep
     (tmp_path / "box.env").write_text(f"DEFAULT_MODEL={mr.QWEN25}\n")
     api = api_factory(catalog_file=catalog, gpu_memory_utilization=1.0)
     gpu = (1024 << 20) + 147456 * 40960 + 503552   # Q4_K_M fits exactly at full context
-    rows = api.get("/api/catalog", params={"gpu_memory_gb": gpu / GiB}).json()["entries"]
+    answer = api.get("/api/catalog", params={"gpu_memory_gb": gpu / GiB}).json()
+    schemas.Catalog.model_validate(answer)
+    rows = answer["entries"]
     by_id = {r["id"]: r for r in rows}
     assert list(by_id) == ["qwen3-q4_k_m", "qwen3-q5_k_m", "qwen3-iq4_xs", "qwen2.5-7b"]
     assert by_id["qwen3-q4_k_m"]["size_bytes"] == sim.file_info(mr.QWEN3_GGUF, "Qwen3-8B-Q4_K_M.gguf")["size"]
@@ -83,6 +86,7 @@ def test_update_check_after_the_branch_moves(api, sim, repos):
     moved = mr.move_branch(sim, UPD)
     r = api.get("/api/models/updates")
     assert r.status_code == 200, r.text
+    schemas.Updates.model_validate(r.json())
     row = r.json()["models"][0]
     changed = ["config.json", "model-00004-of-00004.safetensors"]
     assert row["status"] == "update_available" and row["hub_commit"] == moved != first

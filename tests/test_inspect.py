@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from api.testing.hubsim import model_repos as mr
+from api.routes import inspect_schemas as schemas
 from api.testing.hubsim.faults import Fault
 
 from ._dl import assert_error, start, wait_complete
@@ -37,6 +38,7 @@ def test_inspect_sharded_safetensors_reads_headers_only_and_is_cached(api, sim, 
     total = sum(f["size"] for f in doc["files"])
     assert 0 < read <= 1_000_000 < total, (read, total)
     assert doc["commit"] == repos[mr.QWEN25] and doc["source"] == "hub"
+    schemas.Inspection.model_validate(doc)   # the OpenAPI document describes the answer
 
     # Parameters of the stored mini model, counted by hand.
     h, kv, i, v, n = 256, 64, 512, 4096, 4
@@ -132,6 +134,7 @@ def test_fit_verdict_at_the_byte_boundary(api_factory, sim, repos):
     # GGUF: a card where Q4_K_M fits at full context, Q5_K_M and Q8_0 only with less.
     r = api.get("/api/fit", params={"model_id": mr.QWEN3_GGUF,
                                     "gpu_memory_gb": (OVERHEAD + 147456 * 40960 + 503552) / GiB}).json()
+    schemas.FitAnswer.model_validate(r)
     assert r["smallest_variant_that_fits"] == "IQ4_XS" and r["largest_variant_that_fits"] == "Q4_K_M"
     assert {v["name"]: v["verdict"] for v in r["variants"]} == {
         "IQ4_XS": "fits", "Q4_K_M": "fits", "Q5_K_M": "fits_with_max_model_len", "Q8_0": "fits_with_max_model_len"}
@@ -156,6 +159,7 @@ def test_dry_run_writes_nothing_then_counts_reused_blobs(api, sim, repos, tmp_pa
     r = api.post("/api/download-model", params={"model_id": mr.QWEN3_GGUF, "include": "*Q8_0*", "dry_run": "true"})
     assert r.status_code == 200, r.text
     plan = r.json()
+    schemas.DryRun.model_validate(plan)
     assert plan["status"] == "dry_run" and len(plan["files"]) == 3
     fetched = sum(sim.file_info(mr.QWEN3_GGUF, f["path"])["size"] for f in plan["files"])
     assert plan["bytes_to_fetch"] == plan["bytes_total"] == fetched

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from ..deps import InspectionDep, JobsDep, SettingsDep
 from ..validation import REPO_ID_PATTERN, validate_patterns, validate_repo_id, validate_revision
 from ._params import CallbackQ, Fields, ModelIdQ, PatternsQ, RevisionQ
+from .inspect_schemas import DryRun
 from .schemas import CATALOG_ID_PATTERN, ERRORS, DownloadBody, Job, ManualInstructions
 
 router = APIRouter(prefix="/api", tags=["downloads"])
@@ -15,7 +16,7 @@ router = APIRouter(prefix="/api", tags=["downloads"])
 
 @router.post("/download-model", summary="Queue a model download (202 with the job)",
              status_code=202, response_model=Job,
-             responses={200: {"model": Job | ManualInstructions,
+             responses={200: {"model": Job | ManualInstructions | DryRun,
                               "description": "The running job for this model, manual instructions, or a dry run's plan"},
                         **ERRORS})
 def download_model(

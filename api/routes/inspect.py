@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from ..deps import InspectionDep, ModelsDep
 from ..validation import validate_repo_id, validate_revision
 from ._params import ModelIdQ, RevisionQ
+from .inspect_schemas import FitAnswer, Inspection, Updates
 from .schemas import ERRORS
 
 router = APIRouter(prefix="/api", tags=["inspect"])
@@ -19,14 +20,15 @@ VariantQ = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._/-]{1,200}$",
 
 
 @router.get("/inspect", summary="What a repo holds: files by kind, parameters, GGUF variants, fit",
-            responses=ERRORS)
+            responses={200: {"model": Inspection, "description": "The inspection"}, **ERRORS})
 def inspect_repo(inspection: InspectionDep, model_id: ModelIdQ = None, revision: RevisionQ = None,
                  max_model_len: MaxLenQ = None, gpu_memory_gb: GpuGbQ = None) -> dict:
     return inspection.inspector.inspect(validate_repo_id(model_id), validate_revision(revision),
                                         max_model_len=max_model_len, gpu_memory_gb=gpu_memory_gb)
 
 
-@router.get("/fit", summary="Does the model (or one GGUF variant) fit the GPU and the disk?", responses=ERRORS)
+@router.get("/fit", summary="Does the model (or one GGUF variant) fit the GPU and the disk?",
+            responses={200: {"model": FitAnswer, "description": "The verdicts"}, **ERRORS})
 def fit(inspection: InspectionDep, model_id: ModelIdQ = None, revision: RevisionQ = None,
         variant: VariantQ = None, max_model_len: MaxLenQ = None, gpu_memory_gb: GpuGbQ = None) -> dict:
     return inspection.inspector.fit(validate_repo_id(model_id), validate_revision(revision), variant=variant,
@@ -34,7 +36,7 @@ def fit(inspection: InspectionDep, model_id: ModelIdQ = None, revision: Revision
 
 
 @router.get("/models/updates", summary="For each cached model on a branch: has the branch moved on the Hub?",
-            responses=ERRORS)
+            responses={200: {"model": Updates, "description": "One row per cached model"}, **ERRORS})
 def updates(inspection: InspectionDep, models: ModelsDep) -> dict:
     rows = inspection.updates.check_all(models.list())
     return {"models": rows, "updates_available": sum(r["status"] == "update_available" for r in rows)}
