@@ -176,6 +176,15 @@ def test_dry_run_writes_nothing_then_counts_reused_blobs(api, sim, repos, tmp_pa
     assert inspected["totals"]["bytes_cached"] == sim.file_info(mr.QWEN3_GGUF, "Qwen3-8B-Q4_K_M.gguf")["size"]
 
 
+def test_gated_repo_needs_the_token(api_factory, sim):
+    from .conftest import GATED_TOKEN
+    sim.add_repo("llmbox-sim/gated-llama", mr.llama3_files(), gated=True)
+    params = {"model_id": "llmbox-sim/gated-llama"}
+    assert_error(api_factory().get("/api/inspect", params=params), 403, "gated_repo")
+    doc = api_factory(hf_token=GATED_TOKEN).get("/api/inspect", params=params).json()
+    assert doc["repo"]["gated"] == "manual" and doc["safetensors"]["parameters"] > 0
+
+
 def test_unreadable_headers_are_reported_not_fatal(api, sim):
     sim.add_repo("llmbox-sim/broken-headers", {"config.json": b'{"hidden_size": 64}', "model.safetensors": 300_000,
                                                "model-Q4_K_M.gguf": 200_000})
