@@ -45,6 +45,20 @@ def test_bad_catalog_stops_start_up_naming_the_line(tmp_path, sim, text, line, w
     assert f"{bad} line {line}:" in str(err.value) and words in str(err.value)
 
 
+def test_python_m_api_refuses_to_start_with_a_bad_catalog(tmp_path):
+    import os
+    import subprocess
+    import sys
+    bad = tmp_path / "catalog.yaml"
+    bad.write_text("- id: fine\n  model_id: org/fine\n- id: broken\n  model_id: org/x\n  recommended: perhaps\n")
+    env = {**os.environ, "PROXY_API_KEY": "k" * 32, "CATALOG_FILE": str(bad), "ENV_FILE": str(tmp_path / "none.env"),
+           "MODELS_DIR": str(tmp_path / "m"), "STATE_DB": str(tmp_path / "s.db"), "API_PORT": "9"}
+    p = subprocess.run([sys.executable, "-m", "api"], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    assert p.stderr.strip() == (f"llm-box admin API: cannot start: CATALOG_FILE {bad} line 5: "
+                                "recommended must be true or false.")
+
+
 def test_catalog_lists_sizes_fit_flags_and_downloads_by_id(api_factory, sim, repos, tmp_path):
     catalog = tmp_path / "catalog.json"
     catalog.write_text(json.dumps({"entries": [
