@@ -79,7 +79,8 @@ def test_profile_put_get_and_refusals(api):
 
     # {} removes the profile; other models' profiles stay
     other = uid_repo("small")
-    api.put("/api/models/profile", json={"model_id": other, "args": {"max-model-len": 4096}})
+    api.put("/api/models/profile", params={"model_id": other}, json={"args": {"max-model-len": 4096}})
+    assert_error(api.put("/api/models/profile", json={"model_id": other, "args": {}}), 422, "invalid_model_id")
     assert api.put("/api/models/profile", params={"model_id": model}, json={"args": {}}).json()["args"] == {}
     assert set(yaml.safe_load(path.read_text())["profiles"]) == {other}
 

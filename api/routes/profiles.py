@@ -9,14 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..deps import ProfilesDep, SettingsDep
 from ..profiles import Profile
 from ._params import Fields, ModelIdQ
-from .schemas import ERRORS, ModelIdField
+from .schemas import ERRORS
 
 router = APIRouter(prefix="/api", tags=["models"])
 
 
 class ProfileBody(BaseModel):
+    # model_id is a query parameter only here: the body is the profile itself.
     model_config = ConfigDict(extra="ignore")
-    model_id: ModelIdField = None
     args: dict[str, Any] | None = Field(None, description="vLLM flag (without `--`) -> value; {} removes the profile",
                                         examples=[{"tensor-parallel-size": 2, "max-model-len": 32768}])
 
@@ -43,5 +43,5 @@ def get_profile(profiles: ProfilesDep, settings: SettingsDep, model_id: ModelIdQ
             response_model=ProfileInfo, responses=ERRORS)
 def put_profile(profiles: ProfilesDep, settings: SettingsDep, model_id: ModelIdQ = None,
                 body: Annotated[ProfileBody | None, Body()] = None) -> dict:
-    f = Fields(body)
-    return _shape(profiles.put(f.model_id(model_id), f.get("args", None, {})), settings.served_model_alias)
+    args = body.args if body is not None and body.args is not None else {}
+    return _shape(profiles.put(Fields(None).model_id(model_id), args), settings.served_model_alias)
