@@ -73,7 +73,7 @@ def main() -> None:
             print(f"  {j['status']} {j.get('progress', 0)}%", flush=True)
             return j if j["status"] in ("complete", "failed", "cancelled") else None
 
-        final = wait("the download", done, 24 * 3600, every=15)
+        final = wait("the download", done, 24 * 3600, every=float(os.environ.get("DEPLOY_POLL_SECONDS", "10")))
         if final["status"] != "complete":
             sys.exit(f"Download {final['status']}: {final.get('error')}")
     subprocess.run([*cmd, "up", "-d", "vllm"], cwd=ROOT, check=True)

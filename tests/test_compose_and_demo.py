@@ -90,3 +90,48 @@ def test_offline_demo_downloads_and_verifies(tmp_path):
     assert "download: complete  verify: complete" in out.stdout
     blobs = list((tmp_path / "models" / "hub" / "models--demo-org--tiny-chat-model" / "blobs").iterdir())
     assert len(blobs) == 4
+
+
+def test_make_env_works_on_a_fresh_clone(tmp_path):
+    """`make .env` before any virtualenv exists: the system python3, standard library only."""
+    for rel in ("Makefile", ".env.example", "scripts/make-env.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, tmp_path / rel)
+    python = shutil.which("python3") or sys.executable
+    out = subprocess.run(["make", ".env", f"PYTHON={python}"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path / ".venv").exists()
+    env = (tmp_path / ".env").read_text()
+    key = next(line.split("=", 1)[1] for line in env.splitlines() if line.startswith("PROXY_API_KEY="))
+    assert len(key) >= 40 and key in out.stdout
+    assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600
+    subprocess.run(["make", ".env", f"PYTHON={python}"], cwd=tmp_path, check=True, capture_output=True)
+    assert (tmp_path / ".env").read_text() == env   # never overwritten
+
+
+def test_deploy_downloads_the_model_before_starting_vllm(api, sim, tmp_path):
+    """`make deploy`'s order against a real API and Hub simulator; compose is a recording shim."""
+    from .test_models_api import uid_repo
+    model = uid_repo("deploy")
+    sim.add_repo(model, {"config.json": b"{}", "model.safetensors": 1 << 20})
+    env_file = tmp_path / "deploy.env"
+    env_file.write_text(f"PROXY_API_KEY={api.headers['Authorization'].split()[1]}\nDEFAULT_MODEL={model}\n")
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    (bin_dir / "docker").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ENV_FILE": str(env_file),
+           "API_URL": str(api.base_url).rstrip("/"), "DEPLOY_POLL_SECONDS": "0.2"}
+
+    def deploy() -> subprocess.CompletedProcess:
+        out = subprocess.run([sys.executable, str(ROOT / "scripts" / "deploy.py")], capture_output=True,
+                             text=True, timeout=120, env=env)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out
+
+    deploy()
+    calls = log.read_text().splitlines()
+    assert calls == ["compose version", "compose up -d --build api", "compose up -d vllm"]
+    assert api.get("/api/models/status", params={"model_id": model}).json()["status"] == "complete"
+    assert "Downloading" not in deploy().stdout   # run again: nothing downloaded twice
