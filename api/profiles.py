@@ -60,7 +60,7 @@ def _name(v: Any) -> str:
     return v
 
 
-def _switch(v: Any) -> str:
+def _on_off(v: Any) -> str:
     if not isinstance(v, bool):
         raise ValueError("true or false")
     return "true" if v else ""
@@ -95,12 +95,12 @@ FLAGS: dict[str, Callable[[Any], str]] = {
     "distributed-executor-backend": _choice("mp", "ray", "uni"),
     "tool-call-parser": _name,
     "reasoning-parser": _name,
-    "enforce-eager": _switch,
-    "enable-prefix-caching": _switch,
-    "enable-chunked-prefill": _switch,
-    "enable-auto-tool-choice": _switch,
-    "trust-remote-code": _switch,
-    "disable-custom-all-reduce": _switch,
+    "enforce-eager": _on_off,
+    "enable-prefix-caching": _on_off,
+    "enable-chunked-prefill": _on_off,
+    "enable-auto-tool-choice": _on_off,
+    "trust-remote-code": _on_off,
+    "disable-custom-all-reduce": _on_off,
 }
 RESERVED = {
     "served-model-name": "set from SERVED_MODEL_ALIAS and the model id",
@@ -123,7 +123,7 @@ class Profile:
         out: list[str] = []
         for flag, value in self.args.items():
             text = FLAGS[flag](value)
-            if FLAGS[flag] is _switch:
+            if FLAGS[flag] is _on_off:
                 out += [f"--{flag}"] if text else []
             else:
                 out += [f"--{flag}", text]
@@ -141,7 +141,8 @@ def validate_args(args: object) -> dict[str, Any]:
         raise InvalidInput(f"A profile has at most {MAX_FLAGS} flags.", code="invalid_profile")
     out: dict[str, Any] = {}
     for raw, value in args.items():
-        flag = raw[2:] if isinstance(raw, str) and raw.startswith("--") else raw
+        # `--max_model_len`, `max_model_len` and `max-model-len` all name vLLM's one flag.
+        flag = raw.removeprefix("--").replace("_", "-") if isinstance(raw, str) else raw
         if not isinstance(flag, str) or flag not in FLAGS:
             shown = str(raw)[:60]
             if flag in RESERVED:

@@ -53,7 +53,7 @@ def test_profile_put_get_and_refusals(api):
     assert r.status_code == 200 and r.json()["args"] == {} and r.json()["command_line"] == ""
     assert r.json()["served_model_names"] == ["default", model]
 
-    good = {"tensor-parallel-size": 2, "--max-model-len": 32768, "dtype": "bfloat16", "enforce-eager": True,
+    good = {"tensor-parallel-size": 2, "--max_model_len": 32768, "dtype": "bfloat16", "enforce-eager": True,
             "enable-prefix-caching": False}
     r = api.put("/api/models/profile", params={"model_id": model}, json={"args": good})
     assert r.status_code == 200, r.text
