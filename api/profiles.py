@@ -210,8 +210,12 @@ class ProfileStore:
                 profiles.pop(model_id, None)
             return (HEADER + yaml.safe_dump({"profiles": profiles}, sort_keys=True)).encode("utf-8")
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        envfile.update_atomic(self.path, render)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            envfile.update_atomic(self.path, render)
+        except OSError as exc:
+            raise ApiError(f"Cannot write the serve profiles file: {exc.strerror}.", code="profiles_unwritable",
+                           status=500) from None
         return Profile(model_id, clean)
 
 

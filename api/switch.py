@@ -68,6 +68,13 @@ class SwitchService:
             env[ARGS_KEY] = " ".join(argv)
         return env
 
+    def active_args(self) -> str | None:
+        """INFERENCE_ARGS as .env says now (None when the key is absent)."""
+        try:
+            return envfile.read_value(self.settings.env_file, ARGS_KEY)
+        except OSError:
+            return None
+
     def _probe_headers(self) -> dict[str, str]:
         key = self.settings.inference_api_key
         return {"Authorization": f"Bearer {key.get_secret_value()}"} if key and key.get_secret_value() else {}

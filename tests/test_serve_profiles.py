@@ -169,6 +169,8 @@ def test_switch_applies_profile_alias_and_the_downloaded_revision(vbox, sim):
     env_text = api.settings.env_file.read_text()
     assert f"DEFAULT_MODEL={big}\n" in env_text and f"--revision {commit}" in env_text
     assert sw["result"]["served_model_names"] == ["chat", big]
+    active = api.get("/api/active-model").json()
+    assert active["served_model_alias"] == "chat" and f"--revision {commit}" in active["inference_args"]
 
     # Back to the small model: its (empty) profile replaces the big one's flags.
     sw = wait_job(api, api.put("/api/active-model", params={"model_id": small}).json()["job_id"], 60)
@@ -208,3 +210,16 @@ def test_first_deploy_waits_for_the_model_instead_of_restart_looping(vbox, tmp_p
     (snap / "refs" / "main").write_text("c" * 40)
     wait_until(lambda: served(vbox.port) == ["chat", model], 30, message="served once downloaded")
     assert vbox.docker.api.inspect_container(vbox.name)["RestartCount"] == 0
+
+
+def test_unwritable_or_broken_profiles_file_gives_coded_errors(api_factory, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    api = api_factory(serve_profiles_file=blocker / "serve-profiles.yaml")
+    r = api.put("/api/models/profile", params={"model_id": "org/m"}, json={"args": {"max-model-len": 4096}})
+    assert_error(r, 500, "profiles_unwritable")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("profiles: [unclosed\n")
+    api = api_factory(serve_profiles_file=broken)
+    assert_error(api.get("/api/models/profile", params={"model_id": "org/m"}), 500, "profiles_invalid")
+    assert broken.read_text() == "profiles: [unclosed\n"
