@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKER_UP = ROOT / ".ci" / "docker-up.sh"
 TEST_LABEL = "llmbox.test"            # every container made by tests carries it
 # Bumped whenever the image's content changes: the daemon is shared and keeps old tags.
-IMAGE_TAG = "llmbox-test-inference:2"
+IMAGE_TAG = "llmbox-test-inference:3"
 
 BUSYBOX_APPLETS = ["sh", "httpd", "wget", "echo", "printf", "mkdir", "cat", "sleep", "env",
                    "ls", "ps", "kill", "true", "false", "id", "hostname", "nc", "sed", "tr", "head"]
@@ -107,7 +107,8 @@ wait "$pid"
 
 # One HTTP exchange of the fake vllm (nc -e runs it per connection).
 VLLM_HTTP = r"""#!/bin/sh
-read -r method path proto
+# A client that connects and sends nothing must not hold the (serial) server forever.
+read -r -t 5 method path proto || exit 0
 auth=""
 cr="$(printf '\r')"
 while IFS= read -r line; do
