@@ -12,6 +12,7 @@ from .containers import ContainerManager
 from .inspect.wiring import Inspection
 from .jobs.manager import JobManager
 from .models_cache import ModelCache
+from .profiles import ProfileStore
 from .settings import Settings
 from .switch import SwitchService
 
@@ -36,11 +37,16 @@ async def _switch(request: Request) -> SwitchService:
     return request.app.state.services.switch
 
 
+async def _profiles(request: Request) -> ProfileStore:
+    return request.app.state.services.profiles
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 JobsDep = Annotated[JobManager, Depends(_jobs)]
 ModelsDep = Annotated[ModelCache, Depends(_models)]
 ContainersDep = Annotated[ContainerManager, Depends(_containers)]
 SwitchDep = Annotated[SwitchService, Depends(_switch)]
+ProfilesDep = Annotated[ProfileStore, Depends(_profiles)]
 
 
 async def _inspection(request: Request) -> Inspection:
