@@ -150,6 +150,18 @@ def test_gpu_memory_setting_and_unknown(api_factory, repos):
     assert fit["verdict"] == "fits" and fit["usable_bytes"] == int(24 * GiB * 0.9)
 
 
+def test_fit_follows_the_models_serve_profile(api, repos):
+    r = api.put("/api/models/profile", params={"model_id": mr.LLAMA3},
+                json={"args": {"max-model-len": 4096, "gpu-memory-utilization": 0.5, "kv-cache-dtype": "fp8"}})
+    assert r.status_code == 200, r.text
+    fit = api.get("/api/fit", params={"model_id": mr.LLAMA3, "gpu_memory_gb": 24}).json()["fit"]
+    assert fit["serve_profile"] == {"gpu-memory-utilization": 0.5, "kv-cache-dtype": "fp8", "max-model-len": 4096}
+    assert fit["usable_bytes"] == 12 * GiB and fit["gpu_memory_utilization"] == 0.5
+    assert fit["kv_bytes_per_token"] == 2 * 32 * 8 * 128 * 1 and fit["max_model_len"] == 4096
+    # A max_model_len in the request still wins.
+    assert api.get("/api/fit", params={"model_id": mr.LLAMA3, "max_model_len": 1024}).json()["fit"]["max_model_len"] == 1024
+
+
 def test_dry_run_writes_nothing_then_counts_reused_blobs(api, sim, repos, tmp_path):
     models = api.settings.models_dir
 

@@ -15,6 +15,7 @@ from ..download.http import TransientError
 from ..download.hub import FileEntry, Plan, _map_error, make_plan
 from ..errors import ApiError, DownloadError, NotFound, ServiceUnavailable
 from ..jobs.store import ACTIVE, JobStore
+from ..profiles import ProfileStore
 from ..settings import Settings
 from . import safetensors_meta
 from .classify import format_of, kind_of, precision_of
@@ -25,6 +26,8 @@ from .hubread import HubReader
 from .store import InspectionStore
 
 log = logging.getLogger(__name__)
+_PROFILE_FLAGS = ("gpu-memory-utilization", "kv-cache-dtype", "max-model-len")
+_KV_DTYPE_BYTES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp16": 2, "bfloat16": 2}
 _STATUS = {"repo_not_found": 404, "revision_not_found": 404, "file_not_found": 404, "gated_repo": 403,
            "unauthorized": 403, "no_matching_files": 404}
 
@@ -64,10 +67,11 @@ def _architecture(d: dict | None) -> Architecture | None:
 
 class Inspector:
     def __init__(self, settings: Settings, engine: DownloadEngine, store: InspectionStore, gpu: GpuProbe,
-                 jobs: JobStore):
+                 jobs: JobStore, profiles: ProfileStore | None = None):
         self.settings = settings
         self.engine = engine
         self.jobs = jobs
+        self.profiles = profiles
         self.cache = engine.cache
         self.store = store
         self.gpu = gpu
@@ -174,12 +178,23 @@ class Inspector:
             return Gpu(gb_to_bytes(gpu_memory_gb), "request", 1)
         return self.gpu.detect()
 
-    def _fit(self, weights: int, arch: Architecture | None, gpu: Gpu, max_model_len: int | None) -> dict:
+    def _serve_args(self, repo_id: str) -> dict:
+        """The model's serve profile flags that change its memory: vLLM will run it with these."""
+        try:
+            profile = self.profiles.get(repo_id) if self.profiles else None
+        except ApiError:   # a broken profiles file is reported by the profile routes, not here
+            return {}
+        return {k: v for k, v in (profile.args if profile else {}).items() if k in _PROFILE_FLAGS}
+
+    def _fit(self, repo_id: str, weights: int, arch: Architecture | None, gpu: Gpu,
+             max_model_len: int | None) -> dict:
         s = self.settings
-        kv_bytes = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp16": 2, "bfloat16": 2}.get(
-            s.kv_cache_dtype)
-        return plan_fit(weights, arch, gpu, utilization=s.gpu_memory_utilization,
-                        overhead_bytes=s.fit_overhead_mb << 20, kv_dtype_bytes=kv_bytes, max_model_len=max_model_len)
+        served = self._serve_args(repo_id)
+        utilization = float(served.get("gpu-memory-utilization", s.gpu_memory_utilization))
+        kv_bytes = _KV_DTYPE_BYTES.get(served.get("kv-cache-dtype", s.kv_cache_dtype))
+        out = plan_fit(weights, arch, gpu, utilization=utilization, overhead_bytes=s.fit_overhead_mb << 20,
+                       kv_dtype_bytes=kv_bytes, max_model_len=max_model_len or served.get("max-model-len"))
+        return {**out, "serve_profile": served}
 
     def _disk(self, plan: Plan) -> dict:
         free, _ = disk_free(self.cache.root)
@@ -209,12 +224,12 @@ class Inspector:
             if variant:
                 raise NotFound(f"{repo_id} has no GGUF variants; leave variant out.", code="variant_not_found")
             plan = Plan(repo_id, revision, doc["commit"], _entries(doc))
-            return {**head, "variant": None, "fit": self._fit(self._weights(doc), base, gpu, max_model_len),
+            return {**head, "variant": None, "fit": self._fit(repo_id, self._weights(doc), base, gpu, max_model_len),
                     "disk": self._disk(plan)}
         rows = []
         for v in variants:
             arch = (from_gguf(v["header"]) if v.get("header") else None) or base
-            rows.append((v, self._fit(v["size"], arch, gpu, max_model_len)))
+            rows.append((v, self._fit(repo_id, v["size"], arch, gpu, max_model_len)))
         if variant is not None:
             chosen = next((r for r in rows if r[0]["name"] == variant), None)
             if chosen is None:
@@ -269,10 +284,10 @@ class Inspector:
         variants = [v for v in doc.get("variants") or [] if set(v["files"]) <= selected]
         base = _architecture(doc.get("architecture"))
         if not variants:
-            return {"variant": None, **self._fit(self._weights(doc, selected), base, gpu, None)}
+            return {"variant": None, **self._fit(doc["model_id"], self._weights(doc, selected), base, gpu, None)}
         v = variants[-1]
         arch = (from_gguf(v["header"]) if v.get("header") else None) or base
-        return {"variant": v["name"], **self._fit(v["size"], arch, gpu, None)}
+        return {"variant": v["name"], **self._fit(doc["model_id"], v["size"], arch, gpu, None)}
 
 
 def select(doc: dict, include: list[str] | None) -> set[str]:

@@ -29,6 +29,6 @@ class Inspection:
 def build_inspection(settings: Settings, engine: DownloadEngine, jobs: JobStore, services) -> Inspection:
     entries = load_catalog(settings.catalog_file)      # a bad file stops start-up here, naming the line
     inspector = Inspector(settings, engine, InspectionStore(settings.state_db), GpuProbe(settings, services.containers),
-                          jobs)
+                          jobs, services.profiles)
     return Inspection(inspector, Catalog(entries, inspector, services.models.active_model),
                       UpdateChecker(settings, engine.cache, jobs))

@@ -32,6 +32,7 @@ class FitVerdict(_Open):
     kv_cache_bytes: int | None
     required_bytes: int | None
     max_model_len_that_fits: int | None
+    serve_profile: dict
 
 
 class SelectionFit(FitVerdict):
