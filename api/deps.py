@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from .callback_policy import CallbackPolicy
 from .containers import ContainerManager
 from .jobs.manager import JobManager
 from .models_cache import ModelCache
@@ -35,8 +36,13 @@ async def _switch(request: Request) -> SwitchService:
     return request.app.state.services.switch
 
 
+async def _callback_policy(request: Request) -> CallbackPolicy:
+    return request.app.state.services.webhooks.policy
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 JobsDep = Annotated[JobManager, Depends(_jobs)]
 ModelsDep = Annotated[ModelCache, Depends(_models)]
 ContainersDep = Annotated[ContainerManager, Depends(_containers)]
 SwitchDep = Annotated[SwitchService, Depends(_switch)]
+CallbackPolicyDep = Annotated[CallbackPolicy, Depends(_callback_policy)]

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     def _strip_slash(cls, v: str) -> str:
         return v.rstrip("/")
 
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, v: str) -> str:
+        from .callback_policy import CallbackPolicy
+        CallbackPolicy(v)   # a bad entry stops the start, not the first webhook
+        return v
+
     @classmethod
     def from_environment(cls) -> "Settings":
         """Environment first, then the .env file named by ENV_FILE (default ./.env)."""

@@ -11,14 +11,14 @@ from fastapi import Query
 from pydantic import BaseModel
 
 from ..errors import InvalidInput
-from ..settings import Settings
+from ..callback_policy import CallbackPolicy
 from ..validation import PATTERNS_PATTERN, REPO_ID_PATTERN, REVISION_PATTERN, validate_repo_id
 from ..webhooks import validate_callback_url
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-CALLBACK_PATTERN = rf"^https?://[A-Za-z0-9._-]+(?::{_PORT})?(?:/[A-Za-z0-9._~%/?=&-]*)?$"
+CALLBACK_PATTERN = rf"^https?://(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::{_PORT})?(?:/[A-Za-z0-9._~%/?=&-]*)?$"
 
 ModelIdQ = Annotated[str | None, Query(pattern=REPO_ID_PATTERN, max_length=200,
                                        examples=["Qwen/Qwen2.5-0.5B-Instruct"],
@@ -62,5 +62,5 @@ class Fields:
     def model_id(self, query_value) -> str:
         return validate_repo_id(self.text("model_id", query_value))
 
-    def callback_url(self, query_value, settings: Settings) -> str | None:
-        return validate_callback_url(self.text("callback_url", query_value), settings)
+    def callback_url(self, query_value, policy: CallbackPolicy) -> str | None:
+        return validate_callback_url(self.text("callback_url", query_value), policy)

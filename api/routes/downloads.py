@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse
 
-from ..deps import JobsDep, SettingsDep
+from ..deps import CallbackPolicyDep, JobsDep, SettingsDep
 from ..validation import REPO_ID_PATTERN, validate_patterns, validate_repo_id, validate_revision
 from ._params import CallbackQ, Fields, ModelIdQ, PatternsQ, RevisionQ
 from .schemas import ERRORS, DownloadBody, Job, ManualInstructions
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api", tags=["downloads"])
                               "description": "The running job for this model, or manual instructions"},
                         **ERRORS})
 def download_model(
-    jobs: JobsDep, settings: SettingsDep,
+    jobs: JobsDep, settings: SettingsDep, policy: CallbackPolicyDep,
     model_id: ModelIdQ = None,
     auto: Annotated[bool | None, Query(description="false: answer with manual instructions")] = None,
     revision: RevisionQ = None,
@@ -34,7 +34,7 @@ def download_model(
     rev = validate_revision(f.text("revision", revision))
     inc = validate_patterns(f.get("include", include), "include")
     exc = validate_patterns(f.get("exclude", exclude), "exclude")
-    cb = f.callback_url(callback_url, settings)
+    cb = f.callback_url(callback_url, policy)
     do_activate = f.flag("activate", activate, False)
     if not f.flag("auto", auto, True):
         cmd = f"hf download {repo_id} --revision {rev} --cache-dir {settings.hf_cache}"
