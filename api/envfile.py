@@ -40,6 +40,29 @@ def validate_env_value(value: object) -> str:
     return value
 
 
+def check_writable(path: Path) -> None:
+    """Refuse (503 `env_file_not_writable`) what a switch could not rewrite, before it starts: a
+    directory, a read-only file (its mode says so even to root), a folder where the temporary file
+    and the lock cannot be created (read-only mount, no permission, missing)."""
+    real = _real(path)
+    problem = None
+    if real.is_dir():
+        problem = "is a directory"
+    elif real.exists() and (not real.stat().st_mode & 0o222 or not os.access(real, os.W_OK)):
+        problem = "is read-only"
+    else:
+        try:
+            fd, probe = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".probe")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            problem = f"cannot be replaced in its folder ({e.strerror or type(e).__name__})"
+    if problem:
+        raise ApiError(f"ENV_FILE {path} {problem}: a switch could not rewrite {DEFAULT_KEY}; nothing was "
+                       "changed. Mount the folder holding it read-write (docs/envfile.md).",
+                       code="env_file_not_writable", status=503)
+
+
 def _parse(text: str) -> dict[str, str | None]:
     # Universal newlines and no BOM, exactly as dotenv_values(path) reads the file. No
     # interpolation: we report what is literally written, not what the API process's own

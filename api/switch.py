@@ -28,6 +28,7 @@ class SwitchService:
     def request(self, model_id: str, restart: bool, callback_url: str | None = None) -> dict:
         validate_repo_id(model_id)
         envfile.validate_env_value(model_id)
+        envfile.check_writable(self.settings.env_file)
         if not self.models.is_complete(model_id):
             raise Conflict(f"{model_id} is not completely downloaded.", code="model_not_downloaded")
         if restart and not self.containers.available():
@@ -62,7 +63,11 @@ class SwitchService:
         def step(name: str, info: dict | None = None) -> None:
             steps.append({"step": name, "at_seconds": round(time.monotonic() - started, 3), **(info or {})})
 
-        result["previous_model"] = envfile.set_value(env_path, model_id)
+        try:
+            result["previous_model"] = envfile.set_value(env_path, model_id)
+        except OSError:   # it became unwritable after the submit's check
+            envfile.check_writable(env_path)
+            raise
         step("env_rewritten", {"env_file": str(env_path)})
         log.info("job %s: switch %s -> %s", live.job_id, result["previous_model"], model_id)
         if not restart:
