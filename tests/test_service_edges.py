@@ -3,6 +3,7 @@ cancel or a forced delete reports, and an ENV_FILE a switch could not rewrite.""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from api.testing.hubsim.faults import Fault
 
@@ -23,14 +24,22 @@ def _staged_bytes(api) -> int:
     return total
 
 
-def test_cancel_with_discard_reports_the_bytes_it_freed(api, sim):
-    repo = "edge/discard"
+def _downloading(api, sim, repo: str) -> tuple[dict, int]:
+    """A 40 MB download under way (2 MB/s); returns the job and the bytes staged so far."""
     sim.add_repo(repo, {"config.json": b"{}", "model.safetensors": 40 * MiB})
     sim.set_faults(Fault(repo=repo, rate_bps=2 * MiB))
     j = start(api, repo)
     wait_bytes(api, j["job_id"], 2 * MiB)
     staged = _staged_bytes(api)
     assert staged >= 2 * MiB
+    return j, staged
+
+
+@pytest.mark.parametrize("pause_first", [False, True])
+def test_cancel_with_discard_reports_the_bytes_it_freed(api, sim, pause_first):
+    j, staged = _downloading(api, sim, f"edge/discard-{pause_first}")
+    if pause_first:
+        assert api.post(f"/api/jobs/{j['job_id']}/pause").json()["status"] == "paused"
     body = api.post(f"/api/jobs/{j['job_id']}/cancel", params={"discard": "true"}).json()
     assert body["status"] == "cancelled", body
     assert _staged_bytes(api) == 0, "discard leaves no partial bytes"
@@ -38,28 +47,10 @@ def test_cancel_with_discard_reports_the_bytes_it_freed(api, sim):
     assert body["result"]["freed_bytes"] >= staged - 1 * MiB, (body["result"], staged)
 
 
-def test_cancel_with_discard_of_a_paused_job_reports_the_bytes_it_freed(api, sim):
-    repo = "edge/discard-paused"
-    sim.add_repo(repo, {"config.json": b"{}", "model.safetensors": 40 * MiB})
-    sim.set_faults(Fault(repo=repo, rate_bps=2 * MiB))
-    j = start(api, repo)
-    wait_bytes(api, j["job_id"], 2 * MiB)
-    assert api.post(f"/api/jobs/{j['job_id']}/pause").json()["status"] == "paused"
-    staged = _staged_bytes(api)
-    body = api.post(f"/api/jobs/{j['job_id']}/cancel", params={"discard": "true"}).json()
-    assert _staged_bytes(api) == 0
-    assert body["result"]["freed_bytes"] >= staged - 1 * MiB, (body["result"], staged)
-
-
 def test_forced_delete_of_a_downloading_model_counts_the_partial_bytes_it_freed(api, sim):
     """A forced delete cancels the download and discards its partial bytes: those are freed too."""
-    repo = "edge/delete-running"
-    sim.add_repo(repo, {"config.json": b"{}", "model.safetensors": 40 * MiB})
-    sim.set_faults(Fault(repo=repo, rate_bps=2 * MiB))
-    j = start(api, repo)
-    wait_bytes(api, j["job_id"], 2 * MiB)
-    staged = _staged_bytes(api)
-    r = api.delete("/api/delete-model", params={"model_id": repo, "force": "true"})
+    j, staged = _downloading(api, sim, "edge/delete-running")
+    r = api.delete("/api/delete-model", params={"model_id": "edge/delete-running", "force": "true"})
     assert r.status_code == 200, r.text
     assert _staged_bytes(api) == 0
     assert r.json()["freed_bytes"] >= staged, (r.json(), staged)
