@@ -157,6 +157,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        from .switch_recovery import recover_interrupted_switches
+        app.state.recovered_switches = recover_interrupted_switches(services.containers, settings.env_file)
         manager.start()
         try:
             yield
