@@ -40,6 +40,16 @@ def validate_env_value(value: object) -> str:
     return value
 
 
+def _is_mount_point(path: Path) -> bool:
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return False
+    # Field 5 is the mount point, with spaces and the like written as octal escapes.
+    points = {re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[4]) for line in lines if line.strip()}
+    return str(path) in points
+
+
 def check_writable(path: Path) -> None:
     """Refuse (503 `env_file_not_writable`) what a switch could not rewrite, before it starts: a
     directory, a read-only file (its mode says so even to root), a folder where the temporary file
@@ -50,6 +60,8 @@ def check_writable(path: Path) -> None:
         problem = "is a directory"
     elif real.exists() and (not real.stat().st_mode & 0o222 or not os.access(real, os.W_OK)):
         problem = "is read-only"
+    elif _is_mount_point(real):
+        problem = "is bind-mounted as a single file (a rename onto it fails with EBUSY)"
     else:
         try:
             fd, probe = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".probe")
