@@ -199,7 +199,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     from .routes.schemas import ERRORS
     secured = {"dependencies": [Depends(require_token), Depends(reject_unknown_query)],
-               "responses": {c: ERRORS[c] for c in (401, 429)}}
+               "responses": {c: ERRORS[c] for c in (401, 413, 429)}}
     app.include_router(root.public)
     for router in [root.router, downloads.router, jobs.router, *services.routers()]:
         app.include_router(router, **secured)
