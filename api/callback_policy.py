@@ -117,7 +117,7 @@ class CallbackPolicy:
         except (OSError, UnicodeError):
             found = []
         addresses = [ipaddress.ip_address(a) for a in found]
-        where = f"{host}:{port}"
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"   # as an entry would list it
         if any(ip in METADATA or unwrap(ip) in METADATA for ip in addresses):
             raise _refuse(f"callback_url {where} is a cloud metadata address; it is always refused.")
         listed = self._listed(host, addresses, port, scheme)

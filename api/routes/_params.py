@@ -10,8 +10,8 @@ from typing import Annotated
 from fastapi import Query
 from pydantic import BaseModel
 
-from ..errors import InvalidInput
 from ..callback_policy import CallbackPolicy
+from ..errors import InvalidInput
 from ..validation import PATTERNS_PATTERN, REPO_ID_PATTERN, REVISION_PATTERN, validate_repo_id
 from ..webhooks import validate_callback_url
 
