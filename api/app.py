@@ -10,17 +10,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
-from slowapi.util import get_remote_address
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .auth import reject_unknown_query, require_token
+from .auth import PUBLIC_PATHS, AuthGateMiddleware, reject_unknown_query, require_token, token_valid
 from .download.cache import HFCache
 from .download.engine import DownloadEngine
 from .download.transfer import TransferRegistry
 from .errors import ApiError
 from .jobs.manager import JobManager
 from .jobs.store import JobStore
+from .limits import BodyLimitMiddleware, client_address, parse_networks
 from .metrics import LatencyMiddleware, Metrics
 from .routes import downloads, jobs, root
 from .settings import Settings
@@ -80,7 +80,7 @@ class _RateLimitMiddleware:
 
     async def __call__(self, scope, receive, send):
         limiter: Limiter = scope["app"].state.limiter
-        if scope["type"] != "http" or not limiter.enabled or scope["path"] == "/health":
+        if scope["type"] != "http" or not limiter.enabled or scope["path"] in PUBLIC_PATHS:
             return await self.app(scope, receive, send)
         request = Request(scope, receive)
         try:
@@ -157,6 +157,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        from .switch_recovery import recover_interrupted_switches
+        app.state.recovered_switches = recover_interrupted_switches(services.containers, settings.env_file)
         manager.start()
         try:
             yield
@@ -178,16 +180,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.services = services
 
-    limiter = Limiter(key_func=get_remote_address, default_limits=[settings.rate_limit],
+    proxies = parse_networks(settings.trusted_proxies)
+
+    def rate_key(request: Request) -> str:
+        # Separate buckets: anonymous requests from an address never spend its token holder's budget.
+        who = "token" if token_valid(request.scope["headers"], app.state.api_key) else "anonymous"
+        return f"{client_address(request.scope, proxies)}|{who}"
+
+    limiter = Limiter(key_func=rate_key, default_limits=[settings.rate_limit],
                       headers_enabled=True, enabled=settings.rate_limit_enabled, storage_uri="memory://")
     app.state.limiter = limiter
+    # Outermost last: metrics -> rate limit -> token -> body size -> routes.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthGateMiddleware)
     app.add_middleware(_RateLimitMiddleware)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     install_error_handlers(app)
 
     from .routes.schemas import ERRORS
     secured = {"dependencies": [Depends(require_token), Depends(reject_unknown_query)],
-               "responses": {c: ERRORS[c] for c in (401, 429)}}
+               "responses": {c: ERRORS[c] for c in (401, 413, 429)}}
     app.include_router(root.public)
     for router in [root.router, downloads.router, jobs.router, *services.routers()]:
         app.include_router(router, **secured)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from .callback_policy import CallbackPolicy
 from .containers import ContainerManager
 from .jobs.manager import JobManager
 from .models_cache import ModelCache
@@ -38,6 +39,8 @@ async def _switch(request: Request) -> SwitchService:
 
 async def _profiles(request: Request) -> ProfileStore:
     return request.app.state.services.profiles
+async def _callback_policy(request: Request) -> CallbackPolicy:
+    return request.app.state.services.webhooks.policy
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -46,3 +49,4 @@ ModelsDep = Annotated[ModelCache, Depends(_models)]
 ContainersDep = Annotated[ContainerManager, Depends(_containers)]
 SwitchDep = Annotated[SwitchService, Depends(_switch)]
 ProfilesDep = Annotated[ProfileStore, Depends(_profiles)]
+CallbackPolicyDep = Annotated[CallbackPolicy, Depends(_callback_policy)]

@@ -157,16 +157,18 @@ class ModelCache:
             raise NotFound(f"{repo_id} is not in the cache.", code="model_not_found")
         if repo_id == self.active_model() and not force:
             raise Conflict(f"{repo_id} is the active model; switch first or pass force=true.", code="model_active")
+        freed = 0
         if running is not None:
             if not force:
                 raise Conflict(f"{repo_id} is being downloaded (job {running['job_id']}); cancel it or pass "
                                "force=true.", code="download_in_progress")
-            self.jobs.cancel(running["job_id"], discard=True)
+            cancelled = self.jobs.cancel(running["job_id"], discard=True)
+            # The partial bytes the cancel discarded were freed by this delete too.
+            freed += int(((cancelled.get("result") or {}).get("freed_bytes")) or 0)
             # The job may have placed blobs (or the whole snapshot) before it stopped: look again.
             folder = self._folder(repo_id)
-        freed = 0
         if folder is not None:
-            freed = _disk_bytes(folder)
+            freed += _disk_bytes(folder)
             # Rename first: the repo disappears for readers at once, and a crash leaves only trash.
             trash = self.cache.root / f".llmbox-trash-{uuid.uuid4().hex[:12]}"
             os.rename(folder, trash)

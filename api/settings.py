@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     disk_reserve_mb: int = Field(1024, ge=0)
     rate_limit: str = "120/minute"
     rate_limit_enabled: bool = True
+    trusted_proxies: str = ""  # comma separated addresses/CIDRs whose X-Forwarded-For is believed
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
     docker_host: str | None = None
     inference_health_url: str | None = None
     inference_models_url: str | None = None
@@ -56,6 +58,20 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, v: str) -> str:
         return v.rstrip("/")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, v: str) -> str:
+        from .limits import parse_networks
+        parse_networks(v)
+        return v
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, v: str) -> str:
+        from .callback_policy import CallbackPolicy
+        CallbackPolicy(v)   # a bad entry stops the start, not the first webhook
+        return v
 
     @classmethod
     def from_environment(cls) -> "Settings":

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import shlex
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse
 
-from ..deps import JobsDep, SettingsDep
+from ..deps import CallbackPolicyDep, JobsDep, SettingsDep
 from ..validation import REPO_ID_PATTERN, validate_patterns, validate_repo_id, validate_revision
 from ._params import CallbackQ, Fields, ModelIdQ, PatternsQ, RevisionQ
 from .schemas import ERRORS, DownloadBody, Job, ManualInstructions
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/api", tags=["downloads"])
                               "description": "The running job for this model, or manual instructions"},
                         **ERRORS})
 def download_model(
-    jobs: JobsDep, settings: SettingsDep,
+    jobs: JobsDep, settings: SettingsDep, policy: CallbackPolicyDep,
     model_id: ModelIdQ = None,
     auto: Annotated[bool | None, Query(description="false: answer with manual instructions")] = None,
     revision: RevisionQ = None,
@@ -34,18 +35,25 @@ def download_model(
     rev = validate_revision(f.text("revision", revision))
     inc = validate_patterns(f.get("include", include), "include")
     exc = validate_patterns(f.get("exclude", exclude), "exclude")
-    cb = f.callback_url(callback_url, settings)
+    cb = f.callback_url(callback_url, policy)
     do_activate = f.flag("activate", activate, False)
     if not f.flag("auto", auto, True):
-        cmd = f"hf download {repo_id} --revision {rev} --cache-dir {settings.hf_cache}"
-        if inc:
-            cmd += " " + " ".join(f"--include '{p}'" for p in inc)
         return JSONResponse({"status": "manual", "model_id": repo_id, "revision": rev,
                              "message": "Automatic download not requested; run this on the host.",
-                             "instructions": [f"pip install 'huggingface_hub=={_hf_version()}'", cmd],
+                             "instructions": [f"pip install 'huggingface_hub=={_hf_version()}'",
+                                              manual_command(repo_id, rev, inc, exc, settings.hf_cache)],
                              "cache_dir": str(settings.hf_cache)}, status_code=200)
     job, created = jobs.submit_download(repo_id, rev, inc, exc, callback_url=cb, activate=do_activate)
     return JSONResponse(job, status_code=202 if created else 200)
+
+
+def manual_command(repo_id: str, revision: str, include: list[str] | None, exclude: list[str] | None,
+                   cache_dir) -> str:
+    """The `hf download` line for auto=false: every argument shell-quoted, the filters kept."""
+    args = ["hf", "download", repo_id, "--revision", revision, "--cache-dir", str(cache_dir)]
+    args += [a for p in include or [] for a in ("--include", p)]
+    args += [a for p in exclude or [] for a in ("--exclude", p)]
+    return shlex.join(args)
 
 
 def _hf_version() -> str:

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
-from ..deps import ModelsDep, SettingsDep
+from ..deps import CallbackPolicyDep, ModelsDep
 from ..validation import validate_repo_id
 from ._params import CallbackQ, Fields, FlagQ, ModelIdQ
 from .schemas import ERRORS, Job, ModelBody, ModelInfo
@@ -26,11 +26,11 @@ def model_status(models: ModelsDep, model_id: ModelIdQ = None) -> dict:
 
 @router.post("/models/verify", summary="Hash every file of a cached model (202 with a verify job)",
              status_code=202, response_model=Job, responses=ERRORS)
-def verify_model(models: ModelsDep, settings: SettingsDep, model_id: ModelIdQ = None,
+def verify_model(models: ModelsDep, policy: CallbackPolicyDep, model_id: ModelIdQ = None,
                  callback_url: CallbackQ = None,
                  body: Annotated[ModelBody | None, Body()] = None) -> dict:
     f = Fields(body)
-    return models.start_verify(f.model_id(model_id), f.callback_url(callback_url, settings))
+    return models.start_verify(f.model_id(model_id), f.callback_url(callback_url, policy))
 
 
 @router.delete("/delete-model", summary="Delete a cached model (refuses the active one unless force=true)",

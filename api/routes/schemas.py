@@ -23,7 +23,8 @@ class ErrorBody(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": desc} for code, desc in {
         401: "Missing or wrong bearer token", 403: "The Hub refused access (gated repo, token)",
-        404: "Not found", 409: "Conflict with the current state", 422: "Invalid input",
+        404: "Not found", 409: "Conflict with the current state",
+        413: "The request body is larger than MAX_BODY_BYTES", 422: "Invalid input",
         429: "Rate limited or queue full (see Retry-After)", 502: "The Hub or Docker answered with an error",
         503: "A dependency (Docker, the Hub) is unavailable", 507: "Not enough disk space"}.items()}
 
