@@ -22,7 +22,9 @@ from .errors import ApiError
 from .jobs.manager import JobManager
 from .jobs.store import JobStore
 from .metrics import LatencyMiddleware, Metrics
-from .routes import downloads, jobs, root
+from .limits import LimitsService
+from .routes import downloads, events, jobs, root, ui
+from .routes import limits as limits_routes
 from .settings import Settings
 from .validation import REPO_ID_PATTERN
 
@@ -150,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = TransferRegistry(cache.staging, settings.max_total_connections)
     engine = DownloadEngine(settings, cache, registry, on_bytes=metrics.downloaded_bytes.inc)
     manager = JobManager(settings, store, engine)
+    limits = LimitsService(settings, manager, engine.bandwidth)
     metrics.watch_jobs(store.counts_by_status)
 
     from .services import build_services
@@ -177,6 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cache = cache
     app.state.metrics = metrics
     app.state.services = services
+    app.state.limits = limits
 
     limiter = Limiter(key_func=get_remote_address, default_limits=[settings.rate_limit],
                       headers_enabled=True, enabled=settings.rate_limit_enabled, storage_uri="memory://")
@@ -189,7 +193,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     secured = {"dependencies": [Depends(require_token), Depends(reject_unknown_query)],
                "responses": {c: ERRORS[c] for c in (401, 429)}}
     app.include_router(root.public)
-    for router in [root.router, downloads.router, jobs.router, *services.routers()]:
+    app.include_router(ui.router)
+    for router in [root.router, downloads.router, jobs.router, events.router, limits_routes.router,
+                   *services.routers()]:
         app.include_router(router, **secured)
     app.openapi = lambda: _openapi(app)
     return app

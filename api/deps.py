@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from .containers import ContainerManager
 from .jobs.manager import JobManager
+from .limits import LimitsService
 from .models_cache import ModelCache
 from .settings import Settings
 from .switch import SwitchService
@@ -35,8 +36,13 @@ async def _switch(request: Request) -> SwitchService:
     return request.app.state.services.switch
 
 
+async def _limits(request: Request) -> LimitsService:
+    return request.app.state.limits
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 JobsDep = Annotated[JobManager, Depends(_jobs)]
 ModelsDep = Annotated[ModelCache, Depends(_models)]
 ContainersDep = Annotated[ContainerManager, Depends(_containers)]
 SwitchDep = Annotated[SwitchService, Depends(_switch)]
+LimitsDep = Annotated[LimitsService, Depends(_limits)]

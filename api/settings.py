@@ -47,11 +47,24 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(5, ge=1, le=20)
     webhook_backoff_max: float = Field(30.0, gt=0)
     log_level: str = "info"
+    bandwidth_limit: str = ""  # e.g. 40MB/s; empty or 0: unlimited (PUT /api/limits changes it at run time)
 
     @field_validator("hf_endpoint")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
         return v.rstrip("/")
+
+    @field_validator("bandwidth_limit")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        from .download.bandwidth import parse_rate
+        parse_rate(v)  # ValueError: the settings refuse it at start
+        return v.strip()
+
+    @property
+    def bandwidth_limit_bps(self) -> int:
+        from .download.bandwidth import parse_rate
+        return parse_rate(self.bandwidth_limit)
 
     @classmethod
     def from_environment(cls) -> "Settings":

@@ -7,7 +7,9 @@ from fastapi.responses import JSONResponse
 
 from ..deps import JobsDep, SettingsDep
 from ..validation import REPO_ID_PATTERN, validate_patterns, validate_repo_id, validate_revision
-from ._params import CallbackQ, Fields, ModelIdQ, PatternsQ, RevisionQ
+from ..errors import InvalidInput
+from ..limits import MIN_BPS
+from ._params import CallbackQ, Fields, ModelIdQ, PatternsQ, RateQ, RevisionQ
 from .schemas import ERRORS, DownloadBody, Job, ManualInstructions
 
 router = APIRouter(prefix="/api", tags=["downloads"])
@@ -27,6 +29,7 @@ def download_model(
     exclude: PatternsQ = None,
     callback_url: CallbackQ = None,
     activate: Annotated[bool | None, Query(description="switch to it when complete")] = None,
+    max_bps: RateQ = None,
     body: Annotated[DownloadBody | None, Body()] = None,
 ) -> Any:
     f = Fields(body)
@@ -36,6 +39,9 @@ def download_model(
     exc = validate_patterns(f.get("exclude", exclude), "exclude")
     cb = f.callback_url(callback_url, settings)
     do_activate = f.flag("activate", activate, False)
+    job_bps = f.rate("max_bps", max_bps)
+    if job_bps and job_bps < MIN_BPS:
+        raise InvalidInput(f"max_bps must be 0 (no limit of its own) or at least {MIN_BPS}.", code="invalid_rate")
     if not f.flag("auto", auto, True):
         cmd = f"hf download {repo_id} --revision {rev} --cache-dir {settings.hf_cache}"
         if inc:
@@ -44,7 +50,8 @@ def download_model(
                              "message": "Automatic download not requested; run this on the host.",
                              "instructions": [f"pip install 'huggingface_hub=={_hf_version()}'", cmd],
                              "cache_dir": str(settings.hf_cache)}, status_code=200)
-    job, created = jobs.submit_download(repo_id, rev, inc, exc, callback_url=cb, activate=do_activate)
+    job, created = jobs.submit_download(repo_id, rev, inc, exc, callback_url=cb, activate=do_activate,
+                                       max_bps=job_bps)
     return JSONResponse(job, status_code=202 if created else 200)
 
 

@@ -5,12 +5,14 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..download.bandwidth import RATE_PATTERN
 from ..validation import PATTERNS_PATTERN, REPO_ID_PATTERN, REVISION_PATTERN
 from ._params import CALLBACK_PATTERN
 
 ModelIdField = Annotated[str | None, Field(pattern=REPO_ID_PATTERN, max_length=200)]
 CallbackField = Annotated[str | None, Field(pattern=CALLBACK_PATTERN, max_length=2000)]
 _Glob = Annotated[str, Field(pattern=PATTERNS_PATTERN, min_length=1, max_length=200)]
+Rate = Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=RATE_PATTERN, max_length=40)] | None
 Patterns = Annotated[str, Field(pattern=PATTERNS_PATTERN, max_length=2000)] | list[_Glob] | None
 
 
@@ -65,6 +67,20 @@ class DownloadBody(_Body):
     exclude: Patterns = None
     callback_url: CallbackField = None
     activate: bool | None = None
+    max_bps: Rate = None
+
+
+class LimitsBody(_Body):
+    bandwidth_bps: Rate = None
+    max_concurrent_downloads: Annotated[int | None, Field(ge=1, le=16)] = None
+
+
+class Limits(BaseModel):
+    bandwidth_bps: int
+    bandwidth: str
+    max_concurrent_downloads: int
+    source: str
+    updated_at: str | None
 
 
 class ModelInfo(BaseModel):
