@@ -177,7 +177,7 @@ def test_download_progress_pause_resume_and_cancel_with_discard(page, box, sim):
     shot(page, "downloads")
 
     c.get_by_role("button", name="Pause").click()
-    expect(c.locator(".badge").first).to_have_text("⏸ Paused", timeout=T)
+    expect(c.locator(".badge").first).to_have_text("‖ Paused", timeout=T)
     paused_at = int(c.locator(".pct").inner_text().rstrip("%"))
     c.get_by_role("button", name="Resume").click()
     expect(c.locator(".badge").first).to_have_text(re.compile("Downloading|Waiting"), timeout=T)

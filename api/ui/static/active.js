@@ -11,6 +11,16 @@ const STEPS = {
   done: "Done",
   env_restored: ".env restored",
   rolled_back: "Rolled back to the previous model",
+  inspected: "Old container inspected",
+  old_renamed: "Old container kept as a backup",
+  new_created: "New container created",
+  network_connected: "New container connected to its network",
+  failed: "New container failed",
+  backup_remove_failed: "Could not remove the backup container",
+  rollback_new_removed: "New container removed",
+  rollback_renamed: "Old container renamed back",
+  rollback_started: "Old container started again",
+  rollback_ready: "Old container ready",
 };
 let container = null;
 let latestSwitch = null;
@@ -70,7 +80,7 @@ export function onJob(job, refresh) {
   $("#switch-title").textContent = `Switch to ${job.model_id}: ${statusText(job.status)}`;
   const steps = (job.result && job.result.steps) || [];
   $("#switch-steps").replaceChildren(...steps.map((s) => h("li", {
-    text: `${s.step === "rolled_back" ? "↩" : "✔"} ${STEPS[s.step] || s.step.replace(/_/g, " ")} (${s.at_seconds}s)`,
+    text: `${icon(s.step)} ${STEPS[s.step] || s.step.replace(/_/g, " ")} (${s.at_seconds}s)`,
   })));
   if (!isFinal(job.status)) $("#switch-steps").append(h("li.muted", { text: "… working" }));
   say($("#switch-error"), job.error ? `✖ ${job.error}` : "", "error");
@@ -78,4 +88,5 @@ export function onJob(job, refresh) {
   if (wasRunning && isFinal(job.status) && refresh) refresh();
 }
 
+const icon = (step) => (step.includes("failed") ? "✖" : step.startsWith("roll") || step === "env_restored" ? "↻" : "✔");
 const isFinal = (s) => ["complete", "failed", "cancelled"].includes(s);

@@ -61,7 +61,7 @@ function makeCard(first) {
   let job = first;
   const name = `${first.model_id}${first.revision && first.revision !== "main" ? "@" + first.revision : ""}`;
   const status = h("span.badge", { role: "status" });
-  const throttled = h("span.badge.throttled", { text: "🐢 Throttled by the bandwidth limit", hidden: true });
+  const throttled = h("span.badge.throttled", { text: "◔ Throttled by the bandwidth limit", hidden: true });
   const bar = h("progress", { max: 100, value: 0, "aria-label": `Progress of ${name}` });
   const pct = h("span.pct");
   const meta = h("p.meta");
@@ -76,7 +76,7 @@ function makeCard(first) {
       show(error, true);
     }
   };
-  const pause = h("button.small", { type: "button", text: "⏸ Pause", onclick: run("pause") });
+  const pause = h("button.small", { type: "button", text: "‖ Pause", onclick: run("pause") });
   const resume = h("button.small", { type: "button", text: "▶ Resume", onclick: run("resume") });
   const cancel = h("button.small.secondary", {
     type: "button", text: "⊘ Cancel",

@@ -25,11 +25,11 @@ export function when(iso) {
 
 // State reads from the icon and the word, not only from the colour.
 export const STATUS = {
-  queued: ["⏳", "Waiting for a download slot"],
+  queued: ["◌", "Waiting for a download slot"],
   downloading: ["⬇", "Downloading"],
-  verifying: ["🔍", "Verifying checksums"],
+  verifying: ["⟳", "Verifying checksums"],
   running: ["▶", "Running"],
-  paused: ["⏸", "Paused"],
+  paused: ["‖", "Paused"],
   complete: ["✔", "Complete"],
   failed: ["✖", "Failed"],
   cancelled: ["⊘", "Cancelled"],

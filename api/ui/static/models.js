@@ -33,9 +33,9 @@ function row(m) {
   const [text, kind] = verifyText.get(m.model_id) || ["", ""];
   say(result, text, `verify ${kind}`);
   const verify = h("button.small", {
-    type: "button", text: "🔍 Verify", disabled: m.status !== "complete",
+    type: "button", text: "Verify", disabled: m.status !== "complete",
     onclick: async () => {
-      setVerify(m.model_id, "🔍 Verifying…", "");
+      setVerify(m.model_id, "⟳ Verifying…", "");
       refreshResult();
       try {
         const job = await call("POST", "/api/models/verify", { body: { model_id: m.model_id } });
@@ -49,7 +49,7 @@ function row(m) {
   });
   const reasonId = `why-${m.model_id.replace(/[^A-Za-z0-9]/g, "-")}`;
   const del = h("button.small.danger", {
-    type: "button", text: "🗑 Delete", disabled: m.active,
+    type: "button", text: "Delete", disabled: m.active,
     "aria-describedby": m.active ? reasonId : null,
     onclick: async () => {
       const answer = await confirm({
@@ -77,7 +77,7 @@ function row(m) {
     h("td", { text: bytes(m.size_bytes) }),
     h("td", { text: String(m.files) }),
     h("td", { text: when(m.last_modified) }),
-    h("td.actions", {}, verify, del, why, result));
+    h("td", {}, h("div.actions", {}, verify, del, why, result)));
 }
 
 function setVerify(model, text, kind) { verifyText.set(model, [text, kind]); }
@@ -88,7 +88,7 @@ export function onJob(job) {
   const r = job.result || {};
   if (job.status === "complete") setVerify(model, `✔ Verified: ${r.files_checked} files match their checksums`, "ok");
   else if (job.status === "failed") setVerify(model, `✖ ${job.error || "Verification failed"}`, "error");
-  else setVerify(model, `🔍 Verifying… ${job.progress}%`, "");
+  else setVerify(model, `⟳ Verifying… ${job.progress}%`, "");
   const cell = document.querySelector(`tr[data-model="${CSS.escape(model)}"] .verify`);
   if (cell) say(cell, ...verifyText.get(model).map((v, i) => (i ? `verify ${v}` : v)));
 }
