@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from sse_starlette.sse import EventSourceResponse
 
 from ..deps import JobsDep, LimitsDep
+from ..jobs.store import ACTIVE
 from .schemas import ERRORS
 
 router = APIRouter(prefix="/api", tags=["jobs"])
@@ -14,14 +15,22 @@ RECENT = 50      # the newest jobs a dashboard shows
 INTERVAL = 0.5
 
 
-@router.get("/events", summary="Server-Sent Events for a dashboard: every recent job when it changes, "
-                               "and the limits when they change", responses=ERRORS)
+def _snapshot(jobs) -> list[dict]:
+    """The newest jobs plus every unfinished one, however old, newest first."""
+    recent = jobs.list(limit=RECENT)
+    seen = {j["job_id"] for j in recent}
+    older = [j for j in jobs.list(statuses=ACTIVE, limit=1000) if j["job_id"] not in seen]
+    return sorted(recent + older, key=lambda j: j["created_at"] or "", reverse=True)
+
+
+@router.get("/events", summary="Server-Sent Events for a dashboard: the 50 newest and every unfinished job "
+                               "when it changes, and the limits when they change", responses=ERRORS)
 async def events(request: Request, jobs: JobsDep, limits: LimitsDep):
     async def stream():
         sent: dict[str, str] = {}
         sent_limits = None
         while True:
-            snapshot = await asyncio.to_thread(jobs.list, limit=RECENT)
+            snapshot = await asyncio.to_thread(_snapshot, jobs)
             for job in reversed(snapshot):   # oldest first, so a client can prepend
                 text = json.dumps(job)
                 if sent.get(job["job_id"]) != text:
