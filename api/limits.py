@@ -17,8 +17,6 @@ from .jobs.store import now_iso
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-MIN_BPS = 1000                # below 1 kB/s a download would look hung
-MAX_BPS = 100 * 10**9
 MAX_CONCURRENT = 16           # the same bound as MAX_CONCURRENT_DOWNLOADS
 
 
@@ -62,10 +60,7 @@ class LimitsService:
 
     def put(self, bandwidth_bps: int | None, max_concurrent: int | None) -> dict:
         if bandwidth_bps is None and max_concurrent is None:
-            raise InvalidInput("Give bandwidth_bps and/or max_concurrent_downloads.", code="invalid_limits")
-        if bandwidth_bps is not None and bandwidth_bps and not MIN_BPS <= bandwidth_bps <= MAX_BPS:
-            raise InvalidInput(f"bandwidth_bps must be 0 (unlimited) or between {MIN_BPS} and {MAX_BPS}.",
-                               code="invalid_limits")
+            return self.get()   # nothing to change: not an error, and nothing to record
         if max_concurrent is not None and not 1 <= max_concurrent <= MAX_CONCURRENT:
             raise InvalidInput(f"max_concurrent_downloads must be between 1 and {MAX_CONCURRENT}.",
                                code="invalid_limits")

@@ -22,7 +22,7 @@ def test_parse_and_format_rate():
     assert parse_rate("512KiB/s") == 512 * 1024
     assert parse_rate(" 1.5 GB ") == 1_500_000_000
     assert parse_rate("") == parse_rate(None) == parse_rate("0") == 0
-    assert parse_rate(12345) == 12345
+    assert parse_rate(12345) == 12345 and parse_rate("0.5") == 1
     for bad in ("fast", "-1", "20 Mbit", "5ib", True):
         with pytest.raises(ValueError):
             parse_rate(bad)
@@ -118,8 +118,11 @@ def test_shared_limit_holds_over_two_jobs_and_changes_at_run_time(api_factory, s
     assert audit[1]["result"]["previous"]["bandwidth_bps"] == 3_000_000 and audit[0]["status"] == "complete"
 
     # bad input: a clear 422 and nothing changes
-    for bad in ({"bandwidth_bps": "fast"}, {"bandwidth_bps": 10}, {"max_concurrent_downloads": 0}, {}):
+    for bad in ({"bandwidth_bps": "fast"}, {"bandwidth_bps": -1}, {"max_concurrent_downloads": 0},
+                {"bandwidth_bps": " 5" + " " * 40}, {"bandwidth_bps": True}):
         assert_error(api.put("/api/limits", json=bad), 422)
+    assert api.put("/api/limits", json={}).json()["bandwidth_bps"] == 0   # nothing to change
+    assert len(api.get("/api/jobs", params={"kind": "limits"}).json()) == 2
     assert_error(api.put("/api/limits", params={"max_concurrent_downloads": "99"}), 422)
     assert api.get("/api/limits").json()["bandwidth_bps"] == 0
 

@@ -9,6 +9,7 @@ changed at run time applies to the waiting threads within that slice.
 """
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -36,14 +37,14 @@ def parse_rate(value: str | int | float | None) -> int:
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError("a rate cannot be negative")
-        return int(value)
+        return math.ceil(value)
     if not value.strip():
         return 0
     m = _RATE.match(value)
     if not m:
         raise ValueError(f"{value[:40]!r} is not a rate like '40MB/s', '512KiB/s' or a number of bytes per second")
     number = value.strip().split(" ")[0].rstrip("bBiIkKmMgG/sS")
-    return int(float(number) * _UNITS[(m.group(2) or "").lower()])
+    return math.ceil(float(number) * _UNITS[(m.group(2) or "").lower()])   # 0.5 B/s is a limit, not 0
 
 
 def format_rate(bps: int) -> str:

@@ -7,8 +7,6 @@ from fastapi.responses import JSONResponse
 
 from ..deps import JobsDep, SettingsDep
 from ..validation import REPO_ID_PATTERN, validate_patterns, validate_repo_id, validate_revision
-from ..errors import InvalidInput
-from ..limits import MIN_BPS
 from ._params import CallbackQ, Fields, ModelIdQ, PatternsQ, RateQ, RevisionQ
 from .schemas import ERRORS, DownloadBody, Job, ManualInstructions
 
@@ -40,8 +38,6 @@ def download_model(
     cb = f.callback_url(callback_url, settings)
     do_activate = f.flag("activate", activate, False)
     job_bps = f.rate("max_bps", max_bps)
-    if job_bps and job_bps < MIN_BPS:
-        raise InvalidInput(f"max_bps must be 0 (no limit of its own) or at least {MIN_BPS}.", code="invalid_rate")
     if not f.flag("auto", auto, True):
         cmd = f"hf download {repo_id} --revision {rev} --cache-dir {settings.hf_cache}"
         if inc:

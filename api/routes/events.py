@@ -24,7 +24,9 @@ def _snapshot(jobs) -> list[dict]:
 
 
 @router.get("/events", summary="Server-Sent Events for a dashboard: the 50 newest and every unfinished job "
-                               "when it changes, and the limits when they change", responses=ERRORS)
+                               "when it changes, and the limits when they change",
+            responses={200: {"content": {"text/event-stream": {}}, "description": "an endless event stream"},
+                       **ERRORS})
 async def events(request: Request, jobs: JobsDep, limits: LimitsDep):
     async def stream():
         sent: dict[str, str] = {}
