@@ -165,7 +165,7 @@ def test_sign_in_security_headers_and_wrong_token(page, box):
 
 
 def test_download_progress_pause_resume_and_cancel_with_discard(page, box, sim):
-    set_limit(box, "2MB/s")
+    set_limit(box, "1MB/s")
     model = repo(sim, box, "ui-dl", 6 * MB)
     sign_in(page, box)
     page.get_by_label("Model id").fill(model)
