@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test install demo bench e2e lint clean
+.PHONY: run test install demo bench e2e lint clean deploy
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Standard library only: works on a fresh clone, before `make install`.
 .env:
-	$(PY) scripts/make-env.py .env
+	$(PYTHON) scripts/make-env.py .env
+
+# First deploy on a GPU host (docs/operations.md): the API first, the default model into the
+# cache through it, then vLLM, so vLLM never starts on a model it cannot find.
+deploy: .env
+	$(PYTHON) scripts/deploy.py
 
 run: install .env
 	$(PY) -m api

@@ -12,6 +12,7 @@ from .containers import ContainerManager
 from .jobs.manager import JobManager
 from .limits import LimitsService
 from .models_cache import ModelCache
+from .profiles import ProfileStore
 from .settings import Settings
 from .switch import SwitchService
 
@@ -40,9 +41,14 @@ async def _limits(request: Request) -> LimitsService:
     return request.app.state.limits
 
 
+async def _profiles(request: Request) -> ProfileStore:
+    return request.app.state.services.profiles
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 JobsDep = Annotated[JobManager, Depends(_jobs)]
 ModelsDep = Annotated[ModelCache, Depends(_models)]
 ContainersDep = Annotated[ContainerManager, Depends(_containers)]
 SwitchDep = Annotated[SwitchService, Depends(_switch)]
 LimitsDep = Annotated[LimitsService, Depends(_limits)]
+ProfilesDep = Annotated[ProfileStore, Depends(_profiles)]

@@ -25,6 +25,10 @@ NEW_FILE_MODE = 0o600
 # dotenv or compose (quotes, `$` interpolation, `#` comments, `=`, backslash escapes, whitespace).
 _SAFE_VALUE = re.compile(r"[!%&()*+,\-./0-9:;<>?@A-Z\[\]^_a-z{|}~]{1,512}")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# A list of command-line words (INFERENCE_ARGS): safe words joined by single spaces, written
+# double-quoted. No quotes, `$`, `#`, `=`, backslash or glob characters, so neither dotenv, compose
+# nor the shell that expands it word by word can read more into it.
+_SAFE_WORDS = re.compile(r"(?:[A-Za-z0-9_.:/,+@%-]{1,256}(?: [A-Za-z0-9_.:/,+@%-]{1,256}){0,63})?")
 # `[export ]KEY<ws>=<ws>` as python-dotenv reads it (dotenv/parser.py), quoted key included.
 _HEAD = re.compile(r"(?:export[^\S\r\n]+)?(?:'[^']+'|[^=#\s]+)[^\S\r\n]*(=[^\S\r\n]*)?")
 _QUOTED = {"'": re.compile(r"'(?:\\.|[^'\\])*'", re.S), '"': re.compile(r'"(?:\\.|[^"\\])*"', re.S)}
@@ -37,6 +41,13 @@ def validate_env_value(value: object) -> str:
             "quotes, '=', '$', '#' or backslash.",
             code="invalid_env_value",
         )
+    return value
+
+
+def validate_env_words(value: object) -> str:
+    if not isinstance(value, str) or not _SAFE_WORDS.fullmatch(value):
+        raise InvalidInput("Command-line words for the .env file must be safe words (letters, digits and "
+                           "._:/,+@%-) separated by single spaces.", code="invalid_env_value")
     return value
 
 
@@ -98,12 +109,7 @@ def _write_atomic_unlocked(path: Path, data: bytes) -> None:
 
 def write_bytes_atomic(path: Path, data: bytes, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
     """Replace the whole file with `data` atomically, under the file's lock."""
-    path = _real(path)
-    try:
-        with _lock(path, lock_timeout):
-            _write_atomic_unlocked(path, data)
-    except Timeout:
-        raise Conflict(f"{path.name} is locked by another writer.", code="env_locked") from None
+    update_atomic(path, lambda _old: data, lock_timeout=lock_timeout)
 
 
 def snapshot(path: Path) -> bytes | None:
@@ -131,6 +137,11 @@ def restore(path: Path, previous: bytes | None, *, lock_timeout: float = LOCK_TI
         raise Conflict(f"{path.name} is locked by another writer.", code="env_locked") from None
 
 
+def _quoted(value: str) -> str:
+    # Words with spaces need quotes; an empty value stays bare (`KEY=`).
+    return f'"{value}"' if " " in value else value
+
+
 def _rewrite_binding(body: str, value: str) -> str:
     """`body` is one binding without leading whitespace; swap only its value token."""
     head = _HEAD.match(body)
@@ -139,7 +150,7 @@ def _rewrite_binding(body: str, value: str) -> str:
     pos = head.end()
     if head.group(1) is None:  # bare `KEY` (no `=`): give it one right after the key
         key_end = len(body[:pos].rstrip())
-        return body[:key_end] + "=" + value + body[key_end:]
+        return body[:key_end] + "=" + _quoted(value) + body[key_end:]
     rest = body[pos:]
     quote = rest[:1]
     if quote in _QUOTED:
@@ -149,11 +160,11 @@ def _rewrite_binding(body: str, value: str) -> str:
     line = re.match(r"[^\r\n]*", rest).group(0)
     if head.group(1) != "=" and line.startswith("#"):
         # `KEY= # comment` is an empty value plus a comment; keep the comment a comment.
-        return body[:pos] + value + " " + rest
+        return body[:pos] + _quoted(value) + " " + rest
     # Unquoted value ends before whitespace+`#` (an inline comment) and trailing whitespace.
     cut = re.search(r"\s+#", line)
     old = (line[: cut.start()] if cut else line).rstrip()
-    return body[:pos] + value + rest[len(old):]
+    return body[:pos] + _quoted(value) + rest[len(old):]
 
 
 def _render(text: str, key: str, value: str) -> str:
@@ -168,9 +179,9 @@ def _render(text: str, key: str, value: str) -> str:
         first = re.search(r"\r\n|\n|\r", text)
         eol = first.group(0) if first else "\n"
         if not text:
-            return bom + f"{key}={value}{eol}"
+            return bom + f"{key}={_quoted(value)}{eol}"
         sep = "" if text.endswith(("\n", "\r")) else eol
-        return bom + text + sep + f"{key}={value}" + (eol if not sep else "")
+        return bom + text + sep + f"{key}={_quoted(value)}" + (eol if not sep else "")
     start, original = target
     lead = len(original) - len(original.lstrip())
     start += lead
@@ -178,28 +189,52 @@ def _render(text: str, key: str, value: str) -> str:
     return bom + text[:start] + _rewrite_binding(text[start:end], value) + text[end:]
 
 
-def set_value(path: Path, value: str, key: str = DEFAULT_KEY, *,
-              lock_timeout: float = LOCK_TIMEOUT) -> str | None:
-    """Set `key` to `value`, changing nothing else in the file. Returns the previous value."""
-    validate_env_value(value)
-    if not _KEY.fullmatch(key):
-        raise InvalidInput(f"Invalid .env key {key[:40]!r}.", code="invalid_env_key")
+def update_atomic(path: Path, render, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
+    """Read-modify-write under the file's lock: `render(old bytes or None) -> new bytes`."""
     path = _real(path)
     try:
         with _lock(path, lock_timeout):
             try:
                 raw = path.read_bytes()
             except FileNotFoundError:
-                raw = b""
-            # surrogateescape round-trips any stray non-UTF-8 bytes in other lines untouched.
-            text = raw.decode("utf-8", errors="surrogateescape")
-            before = _parse(text)
-            new_text = _render(text, key, value)
-            # Refuse rather than write something that reads back differently.
-            if _parse(new_text) != {**before, key: value}:
-                raise ApiError(f"Could not rewrite {key} in {path.name} without changing other "
-                               "entries; edit it by hand.", code="env_rewrite_failed", status=500)
-            _write_atomic_unlocked(path, new_text.encode("utf-8", errors="surrogateescape"))
-            return before.get(key)
+                raw = None
+            _write_atomic_unlocked(path, render(raw))
     except Timeout:
         raise Conflict(f"{path.name} is locked by another writer.", code="env_locked") from None
+
+
+def set_value(path: Path, value: str, key: str = DEFAULT_KEY, *,
+              lock_timeout: float = LOCK_TIMEOUT) -> str | None:
+    """Set `key` to `value`, changing nothing else in the file. Returns the previous value."""
+    validate_env_value(value)
+    return set_values(path, {key: value}, lock_timeout=lock_timeout)[key]
+
+
+def set_values(path: Path, values: dict[str, str], *, lock_timeout: float = LOCK_TIMEOUT) -> dict[str, str | None]:
+    """Set several keys in one atomic write (a model and its arguments change together).
+
+    Values must pass `validate_env_value`, or `validate_env_words` (written double-quoted); an
+    empty value is written as `KEY=`. Returns each key's previous value."""
+    for key, value in values.items():
+        if not _KEY.fullmatch(key):
+            raise InvalidInput(f"Invalid .env key {key[:40]!r}.", code="invalid_env_key")
+        if value != "" and not _SAFE_VALUE.fullmatch(value if isinstance(value, str) else ""):
+            validate_env_words(value)
+    previous: dict[str, str | None] = {}
+
+    def render(raw: bytes | None) -> bytes:
+        # surrogateescape round-trips any stray non-UTF-8 bytes in other lines untouched.
+        text = (raw or b"").decode("utf-8", errors="surrogateescape")
+        before = _parse(text)
+        new_text = text
+        for key, value in values.items():
+            new_text = _render(new_text, key, value)
+        # Refuse rather than write something that reads back differently.
+        if _parse(new_text) != {**before, **values}:
+            raise ApiError(f"Could not rewrite {', '.join(values)} in {_real(path).name} without changing "
+                           "other entries; edit it by hand.", code="env_rewrite_failed", status=500)
+        previous.update({key: before.get(key) for key in values})
+        return new_text.encode("utf-8", errors="surrogateescape")
+
+    update_atomic(path, render, lock_timeout=lock_timeout)
+    return previous

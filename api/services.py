@@ -8,6 +8,7 @@ from .containers import ContainerManager
 from .download.cache import HFCache
 from .jobs.manager import JobManager
 from .models_cache import ModelCache
+from .profiles import ProfileStore
 from .settings import Settings
 from .switch import SwitchService
 from .webhooks import WebhookNotifier
@@ -23,7 +24,8 @@ class Services:
         self.lock = threading.Lock()   # one switch or delete at a time
         self.models = ModelCache(settings, cache, jobs)
         self.containers = ContainerManager(settings)
-        self.switch = SwitchService(settings, jobs, self.models, self.containers, self.lock)
+        self.profiles = ProfileStore(settings.serve_profiles_file)
+        self.switch = SwitchService(settings, jobs, self.models, self.containers, self.lock, self.profiles)
         self.webhooks = WebhookNotifier(settings, jobs.store)
         jobs.runners["verify"] = self.models.run_verify
         jobs.runners["switch"] = self.switch.run
@@ -61,8 +63,8 @@ class Services:
         return self.containers.available()
 
     def routers(self) -> list:
-        from .routes import active, containers, models
-        return [models.router, active.router, containers.router]
+        from .routes import active, containers, models, profiles
+        return [models.router, profiles.router, active.router, containers.router]
 
     def close(self) -> None:
         self.webhooks.close()

@@ -41,7 +41,11 @@ class Settings(BaseSettings):
     docker_host: str | None = None
     inference_health_url: str | None = None
     inference_models_url: str | None = None
-    switch_timeout: float = Field(300.0, gt=0)
+    # A cold 30-70B load takes 5-15 minutes: as long as the compose healthcheck's start period allows.
+    switch_timeout: float = Field(900.0, gt=0)
+    inference_api_key: SecretStr | None = None   # vLLM's --api-key: the switch's /v1/models probe sends it
+    served_model_alias: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
+    serve_profiles_file: Path = Path("./serve-profiles.yaml")
     webhook_secret: SecretStr | None = None
     webhook_allowed_hosts: str = ""
     webhook_max_attempts: int = Field(5, ge=1, le=20)

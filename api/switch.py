@@ -10,16 +10,19 @@ from .containers import ContainerManager, SwitchFailed
 from .errors import ApiError, Conflict, ServiceUnavailable
 from .jobs.manager import JobManager, LiveJob
 from .models_cache import ModelCache
+from .profiles import ProfileStore, revision_args
 from .settings import Settings
 from .validation import validate_repo_id
 
 log = logging.getLogger(__name__)
+ARGS_KEY = "INFERENCE_ARGS"   # the compose command expands it after the model id
 
 
 class SwitchService:
     def __init__(self, settings: Settings, jobs: JobManager, models: ModelCache, containers: ContainerManager,
-                 lock: threading.Lock):
+                 lock: threading.Lock, profiles: ProfileStore | None = None):
         self.settings = settings
+        self.profiles = profiles or ProfileStore(settings.serve_profiles_file)
         self.jobs = jobs
         self.models = models
         self.containers = containers
@@ -30,6 +33,7 @@ class SwitchService:
         envfile.validate_env_value(model_id)
         if not self.models.is_complete(model_id):
             raise Conflict(f"{model_id} is not completely downloaded.", code="model_not_downloaded")
+        self.serve_env(model_id)   # a profile the allow-list refuses is refused now, not mid-switch
         if restart and not self.containers.available():
             raise ServiceUnavailable("The Docker engine is not reachable; nothing was changed.",
                                      code="docker_unavailable")
@@ -51,6 +55,30 @@ class SwitchService:
         finally:
             self.lock.release()
 
+    def serve_env(self, model_id: str) -> dict[str, str]:
+        """What .env and the inference container's environment must say to serve `model_id`: the
+        model, and its profile's flags plus the revision pin (INFERENCE_ARGS). An empty
+        INFERENCE_ARGS is only written where the key is already in .env, so a box without
+        profiles sees nothing but DEFAULT_MODEL change."""
+        profile = self.profiles.get(model_id)
+        argv = (profile.argv() if profile else [])
+        argv += revision_args(self.settings.hf_cache, model_id, self.models.status(model_id).get("commit"))
+        env = {"DEFAULT_MODEL": model_id}
+        if argv or envfile.read_value(self.settings.env_file, ARGS_KEY) is not None:
+            env[ARGS_KEY] = " ".join(argv)
+        return env
+
+    def active_args(self) -> str | None:
+        """INFERENCE_ARGS as .env says now (None when the key is absent)."""
+        try:
+            return envfile.read_value(self.settings.env_file, ARGS_KEY)
+        except OSError:
+            return None
+
+    def _probe_headers(self) -> dict[str, str]:
+        key = self.settings.inference_api_key
+        return {"Authorization": f"Bearer {key.get_secret_value()}"} if key and key.get_secret_value() else {}
+
     def _switch(self, live: LiveJob, model_id: str, restart: bool) -> dict:
         started = time.monotonic()
         env_path = self.settings.env_file
@@ -62,7 +90,12 @@ class SwitchService:
         def step(name: str, info: dict | None = None) -> None:
             steps.append({"step": name, "at_seconds": round(time.monotonic() - started, 3), **(info or {})})
 
-        result["previous_model"] = envfile.set_value(env_path, model_id)
+        serve = self.serve_env(model_id)
+        # The alias itself comes from .env through the compose file (SERVED_MODEL_ALIAS).
+        result["served_model_names"] = [self.settings.served_model_alias, model_id]
+        result["inference_args"] = serve.get(ARGS_KEY, "")
+        # The model and its arguments change together in one write, and roll back together.
+        result["previous_model"] = envfile.set_values(env_path, serve)["DEFAULT_MODEL"]
         step("env_rewritten", {"env_file": str(env_path)})
         log.info("job %s: switch %s -> %s", live.job_id, result["previous_model"], model_id)
         if not restart:
@@ -71,7 +104,7 @@ class SwitchService:
         name = self.settings.inference_container
         try:
             info = self.containers.recreate_with_env(
-                name, {"DEFAULT_MODEL": model_id}, timeout=self.settings.switch_timeout,
+                name, serve, timeout=self.settings.switch_timeout, probe_headers=self._probe_headers(),
                 health_url=self.settings.inference_health_url, models_url=self.settings.inference_models_url,
                 expect_model=model_id if self.settings.inference_models_url else None,
                 on_step=lambda s, i: step(s, {k: v for k, v in (i or {}).items() if _plain(v)}))

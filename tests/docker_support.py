@@ -27,10 +27,11 @@ import docker.errors
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER_UP = ROOT / ".ci" / "docker-up.sh"
 TEST_LABEL = "llmbox.test"            # every container made by tests carries it
-IMAGE_TAG = "llmbox-test-inference:latest"
+# Bumped whenever the image's content changes: the daemon is shared and keeps old tags.
+IMAGE_TAG = "llmbox-test-inference:3"
 
 BUSYBOX_APPLETS = ["sh", "httpd", "wget", "echo", "printf", "mkdir", "cat", "sleep", "env",
-                   "ls", "ps", "kill", "true", "false", "id", "hostname"]
+                   "ls", "ps", "kill", "true", "false", "id", "hostname", "nc", "sed", "tr", "head"]
 
 ENTRYPOINT_SCRIPT = r"""#!/bin/sh
 # Fake inference server: serves /health and /v1/models for $DEFAULT_MODEL on 127.0.0.1:$PORT.
@@ -53,6 +54,79 @@ trap 'echo "fake-inference: stopping"; kill -TERM "$pid" 2>/dev/null; wait "$pid
 busybox httpd -f -p "127.0.0.1:$PORT" -h /www &
 pid=$!
 wait "$pid"
+"""
+
+# A fake `vllm serve MODEL [flags]` (the compose command runs it as vLLM's image would): serves
+# /health, /v1/models listing every --served-model-name (the model id when none) the way vLLM
+# does, and /args, the JSON list of the words it was started with. --api-key or VLLM_API_KEY
+# makes /v1/* demand `Authorization: Bearer <key>`, like vLLM. With HF_HUB_OFFLINE=1 it resolves
+# the model in $HF_HOME/hub as offline vLLM would: --revision (default main) must name a
+# snapshot, through refs/<revision> unless it is the commit itself; otherwise it exits 1.
+VLLM_SCRIPT = r"""#!/bin/sh
+[ "$1" = serve ] || { echo "usage: vllm serve MODEL [flags]" >&2; exit 2; }
+shift
+MODEL="$1"
+shift
+mkdir -p /tmp/vllm
+args="\"serve\",\"$MODEL\""
+for a in "$@"; do args="$args,\"$a\""; done
+printf '[%s]' "$args" > /tmp/vllm/args
+names="" port=8000 key="${VLLM_API_KEY:-}" revision=main
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --served-model-name)
+      shift
+      while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do names="$names $1"; shift; done
+      continue ;;
+    --port) port="$2"; shift ;;
+    --api-key) key="$2"; shift ;;
+    --revision) revision="$2"; shift ;;
+  esac
+  shift
+done
+echo "fake-vllm: serve $MODEL revision=$revision names=[${names# }] port=$port"
+if [ "${HF_HUB_OFFLINE:-}" = 1 ]; then
+  repo="${HF_HOME:-/root/.cache/huggingface}/hub/models--$(printf %s "$MODEL" | sed 's#/#--#g')"
+  commit="$revision"
+  [ -f "$repo/refs/$revision" ] && commit="$(cat "$repo/refs/$revision")"
+  if [ ! -d "$repo/snapshots/$commit" ]; then
+    echo "OSError: We couldn't connect to the Hub and cannot find $MODEL at revision $revision in the cache" >&2
+    exit 1
+  fi
+fi
+[ -n "$names" ] || names="$MODEL"
+data=""
+for n in $names; do data="$data,{\"id\":\"$n\",\"object\":\"model\",\"root\":\"$MODEL\"}"; done
+printf '{"object":"list","data":[%s]}' "${data#,}" > /tmp/vllm/models
+printf '%s' "$key" > /tmp/vllm/key
+trap 'kill -TERM "$pid" 2>/dev/null; wait "$pid"; exit 0' TERM INT
+nc -ll -p "$port" -e /bin/fake-vllm-http &
+pid=$!
+wait "$pid"
+"""
+
+# One HTTP exchange of the fake vllm (nc -e runs it per connection).
+VLLM_HTTP = r"""#!/bin/sh
+# A client that connects and sends nothing must not hold the (serial) server forever.
+read -r -t 5 method path proto || exit 0
+auth=""
+cr="$(printf '\r')"
+while IFS= read -r line; do
+  line="${line%$cr}"
+  [ -z "$line" ] && break
+  case "$line" in [Aa]uthorization:*) auth="${line#*: }" ;; esac
+done
+reply() { printf 'HTTP/1.0 %s\r\nContent-Type: application/json\r\nContent-Length: %s\r\nConnection: close\r\n\r\n%s' "$1" "${#2}" "$2"; }
+key="$(cat /tmp/vllm/key)"
+case "$path" in
+  /health) reply "200 OK" "" ;;
+  /v1/*|/args)
+    if [ -n "$key" ] && [ "$auth" != "Bearer $key" ]; then reply "401 Unauthorized" '{"error":"Unauthorized"}'
+    elif [ "$path" = /args ]; then reply "200 OK" "$(cat /tmp/vllm/args)"
+    elif [ "$path" = /v1/models ]; then reply "200 OK" "$(cat /tmp/vllm/models)"
+    else reply "404 Not Found" '{"error":"not found"}'; fi ;;
+  *) reply "404 Not Found" '{"error":"not found"}' ;;
+esac
 """
 
 _client: docker.DockerClient | None = None
@@ -148,6 +222,8 @@ def _rootfs_tar() -> bytes:
             link.linkname = "busybox"
             tar.addfile(link)
         add_file("entrypoint.sh", ENTRYPOINT_SCRIPT.encode(), 0o755)
+        add_file("bin/vllm", VLLM_SCRIPT.encode(), 0o755)
+        add_file("bin/fake-vllm-http", VLLM_HTTP.encode(), 0o755)
         add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
         add_file("etc/group", b"root:x:0:\n", 0o644)
     return buf.getvalue()
@@ -263,3 +339,29 @@ def remove_test_containers(run_id: str | None = None) -> list[str]:
         except docker.errors.NotFound:
             pass
     return removed
+
+
+def compose_vllm_command(port: int) -> tuple[list[str], list[str]]:
+    """The `vllm` service's entrypoint and command from docker-compose.yml as the container gets
+    them (compose turns `$$` into `$`), listening on ``port`` instead of 8000."""
+    import yaml
+    svc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["vllm"]
+    command = [c.replace("$$", "$").replace("--port 8000", f"--port {port}") for c in svc["command"]]
+    return list(svc["entrypoint"]), command
+
+
+def run_vllm_container(name: str, *, model: str, port: int, models_dir: Path, run_id: str = "",
+                       env: dict[str, str] | None = None,
+                       restart_policy: dict | None = None) -> docker.models.containers.Container:
+    """Start the fake vLLM the way docker-compose.yml runs the real one: its own command, the
+    cache at /models (read-only), offline, on the host network at 127.0.0.1:port."""
+    entrypoint, command = compose_vllm_command(port)
+    all_env = {"DEFAULT_MODEL": model, "PORT": str(port), "HF_HOME": "/models", "HF_HUB_OFFLINE": "1",
+               "INFERENCE_ARGS": "", "SERVED_MODEL_ALIAS": "default"}
+    all_env.update(env or {})
+    return docker_client().containers.run(
+        IMAGE_TAG, entrypoint=entrypoint, command=command, name=name, detach=True, network_mode="host",
+        environment=all_env, labels={TEST_LABEL: "1", "llmbox.test.run": run_id or "adhoc"},
+        restart_policy=restart_policy or {"Name": "unless-stopped"},
+        volumes={str(models_dir): {"bind": "/models", "mode": "ro"}}, stop_signal="SIGTERM",
+        healthcheck=healthcheck())

@@ -6,6 +6,9 @@ missing engine is a failure, never a skip. All containers use the host network a
 """
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import time
 import uuid
 from types import SimpleNamespace
@@ -282,3 +285,70 @@ def test_unreachable_engine_is_503():
         manager.restart("vllm")
     with pytest.raises(NotFound):  # the allow-list is checked before docker is touched
         manager.restart("postgres")
+
+
+# --------------------------------------------------------------------------- socket proxy
+@pytest.fixture
+def socket_proxy(engine):
+    """Debian's haproxy with the documented socket-proxy rules (docs/socket-proxy-haproxy.cfg):
+    containers allowed, images (and everything else) refused, as a proxy with IMAGES=0."""
+    exe = shutil.which("haproxy")
+    if exe is None:
+        if ds.in_ci():
+            pytest.fail("haproxy is required in CI (.ci/run installs Debian's package)")
+        pytest.skip("haproxy not installed")
+    sock = (os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock").removeprefix("unix://")
+    port = ds.free_port()
+    proc = subprocess.Popen([exe, "-f", str(ds.ROOT / "docs" / "socket-proxy-haproxy.cfg"), "-db"],
+                            env={**os.environ, "PROXY_BIND": f"127.0.0.1:{port}", "DOCKER_SOCKET": sock},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"tcp://127.0.0.1:{port}"
+    try:
+        ds.wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/_ping", timeout=2).status_code == 200, 20,
+                    what="haproxy answering")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_recreate_works_behind_a_socket_proxy_that_refuses_image_calls(env, socket_proxy):
+    raw = docker.APIClient(base_url=socket_proxy, timeout=10)
+    with pytest.raises(docker.errors.APIError) as refused:
+        raw.inspect_image(ds.IMAGE_TAG)
+    assert refused.value.status_code == 403   # the proxy's rule, not a missing image
+    raw.close()
+    manager = ContainerManager(Settings(_env_file=None, inference_container=env.name,
+                                        managed_containers=env.name, docker_host=socket_proxy))
+    models_url = f"http://127.0.0.1:{env.port}/v1/models"
+    try:
+        for model in ("org/via-proxy", ORIGINAL_MODEL):
+            result = manager.recreate_with_env(env.name, {"DEFAULT_MODEL": model}, timeout=30,
+                                               models_url=models_url, expect_model=model)
+            assert result["new_container_id"] != result["old_container_id"]
+            info = env.api.inspect_container(env.name)
+            assert info["Config"]["Image"] == ds.IMAGE_TAG and info["State"]["Running"]
+            assert models_at(env.port) == [model]
+    finally:
+        manager.close()
+
+
+def test_recreate_keeps_the_old_image_when_its_tag_moved(env, engine):
+    """The tag the container was created from now names another image: the copy runs the old one."""
+    tag = f"llmbox-test-moved:{uuid.uuid4().hex[:8]}"
+    old_image = env.api.inspect_container(env.name)["Image"]
+    engine.api.tag(old_image, *tag.split(":"))
+    name = ds.unique_name("llmbox-moved")
+    try:
+        ds.run_test_container(name, model="org/a", port=ds.free_port(), image=tag, run_id=env.run_id)
+        ds.wait_healthy(name)
+        engine.api.remove_image(tag)   # the reference no longer resolves at all
+        manager = ContainerManager(Settings(_env_file=None, inference_container=name, managed_containers=name))
+        result = manager.recreate_with_env(name, {"DEFAULT_MODEL": "org/b"}, timeout=30)
+        manager.close()
+        info = env.api.inspect_container(name)
+        assert info["Image"] == old_image and info["Config"]["Image"] == old_image
+        assert any(s["step"] == "new_created" and s.get("image") == old_image for s in result["steps"])
+    finally:
+        for c in engine.containers.list(all=True, filters={"name": name}):
+            c.remove(force=True)

@@ -14,13 +14,16 @@ router = APIRouter(prefix="/api", tags=["active model"])
 
 @router.get("/active-model", summary="The active model: DEFAULT_MODEL as the .env file says now",
             responses=ERRORS)
-def get_active(settings: SettingsDep, models: ModelsDep, containers: ContainersDep) -> dict:
+def get_active(settings: SettingsDep, models: ModelsDep, containers: ContainersDep, switch: SwitchDep) -> dict:
     container = None
     try:
         container = containers.get(settings.inference_container)
     except ApiError:
         container = None  # no engine, or the container does not exist yet
-    return {"model_id": models.active_model(), "env_file": str(settings.env_file), "container": container}
+    return {"model_id": models.active_model(), "env_file": str(settings.env_file), "container": container,
+            # what clients call it by, and the flags .env gives vLLM with it
+            "served_model_alias": settings.served_model_alias,
+            "inference_args": switch.active_args()}
 
 
 @router.put("/active-model", summary="Switch the active model (202 with a switch job)", status_code=202,

@@ -1,0 +1,47 @@
+"""Serve profiles: the vLLM flags a switch applies for each model (api/profiles.py)."""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..deps import ProfilesDep, SettingsDep
+from ..profiles import Profile
+from ._params import Fields, ModelIdQ
+from .schemas import ERRORS
+
+router = APIRouter(prefix="/api", tags=["models"])
+
+
+class ProfileBody(BaseModel):
+    # model_id is a query parameter only here: the body is the profile itself.
+    model_config = ConfigDict(extra="ignore")
+    args: dict[str, Any] | None = Field(None, description="vLLM flag (without `--`) -> value; {} removes the profile",
+                                        examples=[{"tensor-parallel-size": 2, "max-model-len": 32768}])
+
+
+class ProfileInfo(BaseModel):
+    model_id: str
+    args: dict[str, Any]
+    command_line: str
+    served_model_names: list[str]
+
+
+def _shape(profile: Profile, alias: str) -> dict:
+    return {**profile.body(), "served_model_names": [alias, profile.model_id]}
+
+
+@router.get("/models/profile", summary="A model's serve profile (empty args when it has none)",
+            response_model=ProfileInfo, responses=ERRORS)
+def get_profile(profiles: ProfilesDep, settings: SettingsDep, model_id: ModelIdQ = None) -> dict:
+    model_id = Fields(None).model_id(model_id)
+    return _shape(profiles.get(model_id) or Profile(model_id, {}), settings.served_model_alias)
+
+
+@router.put("/models/profile", summary="Set a model's serve profile (allow-listed vLLM flags only)",
+            response_model=ProfileInfo, responses=ERRORS)
+def put_profile(profiles: ProfilesDep, settings: SettingsDep, model_id: ModelIdQ = None,
+                body: Annotated[ProfileBody | None, Body()] = None) -> dict:
+    args = body.args if body is not None and body.args is not None else {}
+    return _shape(profiles.put(Fields(None).model_id(model_id), args), settings.served_model_alias)
