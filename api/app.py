@@ -20,9 +20,11 @@ from .download.transfer import TransferRegistry
 from .errors import ApiError
 from .jobs.manager import JobManager
 from .jobs.store import JobStore
-from .limits import BodyLimitMiddleware, client_address, parse_networks
+from .request_guard import BodyLimitMiddleware, client_address, parse_networks
 from .metrics import LatencyMiddleware, Metrics
-from .routes import downloads, jobs, root
+from .limits import LimitsService
+from .routes import downloads, events, jobs, root, ui
+from .routes import limits as limits_routes
 from .settings import Settings
 from .validation import REPO_ID_PATTERN
 
@@ -150,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = TransferRegistry(cache.staging, settings.max_total_connections)
     engine = DownloadEngine(settings, cache, registry, on_bytes=metrics.downloaded_bytes.inc)
     manager = JobManager(settings, store, engine)
+    limits = LimitsService(settings, manager, engine.bandwidth)
     metrics.watch_jobs(store.counts_by_status)
 
     from .services import build_services
@@ -179,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cache = cache
     app.state.metrics = metrics
     app.state.services = services
+    app.state.limits = limits
 
     proxies = parse_networks(settings.trusted_proxies)
 
@@ -201,7 +205,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     secured = {"dependencies": [Depends(require_token), Depends(reject_unknown_query)],
                "responses": {c: ERRORS[c] for c in (401, 413, 429)}}
     app.include_router(root.public)
-    for router in [root.router, downloads.router, jobs.router, *services.routers()]:
+    app.include_router(ui.router)
+    for router in [root.router, downloads.router, jobs.router, events.router, limits_routes.router,
+                   *services.routers()]:
         app.include_router(router, **secured)
     app.openapi = lambda: _openapi(app)
     return app

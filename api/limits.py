@@ -1,89 +1,89 @@
-"""Request size and client identity, checked before any route reads a byte of the body."""
+"""Run-time limits (bandwidth, concurrent downloads): changed by PUT /api/limits, applied at once to
+the running downloads, written to the job table as a `limits` job (the audit trail) and kept in
+the state database, where they win over BANDWIDTH_LIMIT / MAX_CONCURRENT_DOWNLOADS until changed
+again."""
 from __future__ import annotations
 
-import ipaddress
+import logging
+import sqlite3
+import uuid
+from contextlib import closing
+from dataclasses import asdict, dataclass
 
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from .download.bandwidth import TokenBucket, format_rate
+from .errors import InvalidInput
+from .jobs.manager import JobManager
+from .jobs.store import now_iso
+from .settings import Settings
 
-from .errors import ApiError
-
-
-class _TooLarge(Exception):
-    pass
-
-
-def _too_large(limit: int) -> JSONResponse:
-    err = ApiError(f"The request body is larger than {limit} bytes (MAX_BODY_BYTES).",
-                   code="payload_too_large", status=413)
-    return JSONResponse(err.body(), status_code=413, headers={"Connection": "close"})
+log = logging.getLogger(__name__)
+MAX_CONCURRENT = 16           # the same bound as MAX_CONCURRENT_DOWNLOADS
 
 
-class BodyLimitMiddleware:
-    """413 past `max_bytes`: at once for a larger Content-Length, else while the body streams in
-    (chunked bodies have no length to check up front). The body is never buffered here."""
+@dataclass(frozen=True)
+class Limits:
+    bandwidth_bps: int
+    max_concurrent_downloads: int
+    source: str = "settings"      # "settings": from the environment; "api": set by PUT /api/limits
+    updated_at: str | None = None
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            return await _too_large(self.max_bytes)(scope, receive, send)
-        state = {"received": 0, "over": False, "started": False}
-
-        async def limited_receive():
-            message = await receive()
-            if message["type"] == "http.request":
-                state["received"] += len(message.get("body", b""))
-                if state["received"] > self.max_bytes:
-                    state["over"] = True
-                    raise _TooLarge()
-            return message
-
-        async def guarded_send(message):
-            if state["over"]:
-                return   # whatever the route made of a cut-off body is not sent
-            state["started"] = state["started"] or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except Exception:
-            if not state["over"]:
-                raise
-        if state["over"] and not state["started"]:
-            await _too_large(self.max_bytes)(scope, receive, send)
+    def view(self) -> dict:
+        return {**asdict(self), "bandwidth": format_rate(self.bandwidth_bps)}
 
 
-def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """TRUSTED_PROXIES: comma-separated addresses or CIDR networks."""
-    return [ipaddress.ip_network(item.strip(), strict=False) for item in text.split(",") if item.strip()]
+class LimitsService:
+    def __init__(self, settings: Settings, jobs: JobManager, bandwidth: TokenBucket):
+        self.settings = settings
+        self.jobs = jobs
+        self.bandwidth = bandwidth
+        self._path = str(settings.state_db)
+        with closing(self._connect()) as db, db:
+            db.execute("CREATE TABLE IF NOT EXISTS limits (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                       "bandwidth_bps INTEGER NOT NULL, max_concurrent_downloads INTEGER NOT NULL, "
+                       "updated_at TEXT NOT NULL)")
+            row = db.execute("SELECT bandwidth_bps, max_concurrent_downloads, updated_at FROM limits").fetchone()
+        if row:
+            self.current = Limits(row[0], row[1], "api", row[2])
+        else:
+            self.current = Limits(settings.bandwidth_limit_bps, settings.max_concurrent_downloads)
+        self._apply(self.current)
 
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self._path, timeout=30)
 
-def _ip(text: str):
-    try:
-        return ipaddress.ip_address(text.strip().strip("[]"))
-    except ValueError:
-        return None
+    def _apply(self, limits: Limits) -> None:
+        self.bandwidth.set_rate(limits.bandwidth_bps)
+        self.jobs.max_concurrent = limits.max_concurrent_downloads
 
+    def get(self) -> dict:
+        return self.current.view()
 
-def client_address(scope: Scope, trusted: list) -> str:
-    """The peer address; X-Forwarded-For is read only while the hop in hand is a trusted proxy,
-    right to left, so a client cannot name itself someone else by sending the header."""
-    client = (scope.get("client") or ("unknown", 0))[0]
-    if not trusted:
-        return client
-    hops = [h for k, v in scope["headers"] if k == b"x-forwarded-for" for h in v.decode("latin-1").split(",")]
-    for hop in reversed(hops):
-        current = _ip(client)
-        if current is None or not any(current in net for net in trusted):
-            break
-        ip = _ip(hop)
-        if ip is None:
-            break
-        client = str(ip)
-    return client
+    def put(self, bandwidth_bps: int | None, max_concurrent: int | None) -> dict:
+        if bandwidth_bps is None and max_concurrent is None:
+            return self.get()   # nothing to change: not an error, and nothing to record
+        if max_concurrent is not None and not 1 <= max_concurrent <= MAX_CONCURRENT:
+            raise InvalidInput(f"max_concurrent_downloads must be between 1 and {MAX_CONCURRENT}.",
+                               code="invalid_limits")
+        before = self.current
+        new = Limits(before.bandwidth_bps if bandwidth_bps is None else bandwidth_bps,
+                     before.max_concurrent_downloads if max_concurrent is None else max_concurrent,
+                     "api", now_iso())
+        with closing(self._connect()) as db, db:
+            db.execute("INSERT OR REPLACE INTO limits VALUES (1, ?, ?, ?)",
+                       (new.bandwidth_bps, new.max_concurrent_downloads, new.updated_at))
+        self.current = new
+        self._apply(new)
+        self._audit(before, new)
+        log.info("limits: bandwidth %s, %d concurrent downloads", format_rate(new.bandwidth_bps),
+                 new.max_concurrent_downloads)
+        self.jobs.schedule()   # a higher concurrency starts queued downloads now
+        return new.view()
+
+    def _audit(self, before: Limits, new: Limits) -> None:
+        keys = ("bandwidth_bps", "max_concurrent_downloads")
+        self.jobs.store.insert({
+            "job_id": uuid.uuid4().hex[:16], "kind": "limits", "model_id": None, "revision": None,
+            "status": "complete", "created_at": new.updated_at, "started_at": new.updated_at,
+            "completed_at": new.updated_at, "attempts": 1,
+            "params": {k: getattr(new, k) for k in keys},
+            "result": {"previous": {k: getattr(before, k) for k in keys}, "current": {k: getattr(new, k) for k in keys}}})

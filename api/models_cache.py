@@ -146,7 +146,8 @@ class ModelCache:
     def disk(self) -> dict:
         free, total = disk_free(self.cache.root)
         return {"cache_dir": str(self.cache.root), "cache_bytes": _disk_bytes(self.cache.root),
-                "free_bytes": free, "total_bytes": total}
+                "free_bytes": free, "total_bytes": total,
+                "reserve_bytes": self.settings.disk_reserve_mb << 20}
 
     # -- delete -----------------------------------------------------------------------------------
     def delete(self, repo_id: str, force: bool) -> dict:

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(5, ge=1, le=20)
     webhook_backoff_max: float = Field(30.0, gt=0)
     log_level: str = "info"
+    bandwidth_limit: str = ""  # e.g. 40MB/s; empty or 0: unlimited (PUT /api/limits changes it at run time)
 
     @field_validator("hf_endpoint")
     @classmethod
@@ -62,7 +63,7 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _check_proxies(cls, v: str) -> str:
-        from .limits import parse_networks
+        from .request_guard import parse_networks
         parse_networks(v)
         return v
 
@@ -72,6 +73,17 @@ class Settings(BaseSettings):
         from .callback_policy import CallbackPolicy
         CallbackPolicy(v)   # a bad entry stops the start, not the first webhook
         return v
+    @field_validator("bandwidth_limit")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        from .download.bandwidth import parse_rate
+        parse_rate(v)  # ValueError: the settings refuse it at start
+        return v.strip()
+
+    @property
+    def bandwidth_limit_bps(self) -> int:
+        from .download.bandwidth import parse_rate
+        return parse_rate(self.bandwidth_limit)
 
     @classmethod
     def from_environment(cls) -> "Settings":

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..download.bandwidth import JobThrottle
 from ..download.engine import DownloadEngine, Progress, disk_free
 from ..download.hub import Plan
 from ..download.transfer import Aborted
@@ -64,6 +65,7 @@ class LiveJob:
     attempts_base: int = 0
     result: dict | None = None   # partial result of a non-download job (switch steps)
     finalizing: bool = False     # final row written, hooks still running: readers see it as running
+    throttle: JobThrottle | None = None   # a download's bandwidth limits (and whether they hold it back)
 
 
 Runner = Callable[[LiveJob, dict], dict | None]
@@ -81,6 +83,7 @@ class JobManager:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._started = False
+        self.max_concurrent = settings.max_concurrent_downloads   # PUT /api/limits changes it
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -142,7 +145,16 @@ class JobManager:
             "completed_at": rec["completed_at"], "status_url": f"/api/jobs/{rec['job_id']}",
             "callback_url": rec["callback_url"], "result": result,
             **({"webhook": rec["webhook"]} if rec.get("webhook") else {}),
+            **self._limit_view(rec, live, status),
         }
+
+    @staticmethod
+    def _limit_view(rec: dict, live: LiveJob | None, status: str) -> dict:
+        if rec["kind"] != "download":
+            return {}
+        throttle = live.throttle if live is not None else None
+        return {"max_bps": (rec["params"] or {}).get("max_bps"),
+                "throttled": bool(throttle and status == "downloading" and throttle.throttled)}
 
     def get(self, job_id: str) -> dict:
         rec = self.store.get(job_id)
@@ -166,9 +178,10 @@ class JobManager:
 
     def submit_download(self, model_id: str, revision: str, include: list[str] | None,
                         exclude: list[str] | None, callback_url: str | None = None,
-                        activate: bool = False) -> tuple[dict, bool]:
+                        activate: bool = False, max_bps: int | None = None) -> tuple[dict, bool]:
         """Returns (job, created). Permanent Hub errors answer at once; a Hub outage queues the job."""
-        params = {"include": include, "exclude": exclude, "activate": activate}
+        params = {"include": include, "exclude": exclude, "activate": activate,
+                  **({"max_bps": max_bps} if max_bps else {})}
         existing = self.active_download(model_id, revision)
         if existing:
             return self._join(existing, activate), False
@@ -279,7 +292,7 @@ class JobManager:
             return
         with self._lock:
             running = sum(1 for j in self._live.values() if j.kind == "download")
-            free = self.settings.max_concurrent_downloads - running
+            free = self.max_concurrent - running
             if free <= 0:
                 return
             for rec in self.store.query(kind="download", status="queued", limit=free, oldest_first=True):
@@ -369,7 +382,8 @@ class JobManager:
             raise DownloadError(e.detail, "insufficient_storage", permanent=True) from e
         live.progress = Progress()
         live.max_bytes = rec["bytes_downloaded"] or 0
-        return self.engine.run(plan, live.progress, live.abort)
+        live.throttle = self.engine.throttle(params.get("max_bps") or 0)
+        return self.engine.run(plan, live.progress, live.abort, live.throttle)
 
     # -- ticker -----------------------------------------------------------------------------------
     def _tick_loop(self) -> None:

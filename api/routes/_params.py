@@ -11,6 +11,7 @@ from fastapi import Query
 from pydantic import BaseModel
 
 from ..callback_policy import CallbackPolicy
+from ..download.bandwidth import RATE_PATTERN, parse_rate
 from ..errors import InvalidInput
 from ..validation import PATTERNS_PATTERN, REPO_ID_PATTERN, REVISION_PATTERN, validate_repo_id
 from ..webhooks import validate_callback_url
@@ -40,6 +41,8 @@ PatternsQ = Annotated[str | None, Query(pattern=PATTERNS_PATTERN, max_length=200
 CallbackQ = Annotated[str | None, Query(pattern=CALLBACK_PATTERN, max_length=2000,
                                         description="URL POSTed the job at its final state")]
 FlagQ = Annotated[bool | None, Query()]
+RateQ = Annotated[str | None, Query(pattern=RATE_PATTERN, max_length=40,
+                                    description="bytes per second, or with units: 40MB/s, 512KiB/s; 0: no limit")]
 
 
 class Fields:
@@ -68,6 +71,14 @@ class Fields:
         if text in _TRUE | _FALSE:
             return text in _TRUE
         raise InvalidInput(f"{name} must be true or false.", code="invalid_input")
+
+    def rate(self, name: str, query_value) -> int | None:
+        """A bandwidth in bytes per second: a number, or a string with units ('40MB/s')."""
+        value = self.get(name, query_value)
+        try:
+            return None if value is None else parse_rate(value)
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"{name}: {e}.", code="invalid_rate") from e
 
     def model_id(self, query_value) -> str:
         return validate_repo_id(self.text("model_id", query_value))

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 
 from ..deps import CallbackPolicyDep, JobsDep, SettingsDep
 from ..validation import REPO_ID_PATTERN, validate_patterns, validate_repo_id, validate_revision
-from ._params import CallbackQ, Fields, ModelIdQ, PatternsQ, RevisionQ
+from ._params import CallbackQ, Fields, ModelIdQ, PatternsQ, RateQ, RevisionQ
 from .schemas import ERRORS, DownloadBody, Job, ManualInstructions
 
 router = APIRouter(prefix="/api", tags=["downloads"])
@@ -28,6 +28,7 @@ def download_model(
     exclude: PatternsQ = None,
     callback_url: CallbackQ = None,
     activate: Annotated[bool | None, Query(description="switch to it when complete")] = None,
+    max_bps: RateQ = None,
     body: Annotated[DownloadBody | None, Body()] = None,
 ) -> Any:
     f = Fields(body)
@@ -37,13 +38,15 @@ def download_model(
     exc = validate_patterns(f.get("exclude", exclude), "exclude")
     cb = f.callback_url(callback_url, policy)
     do_activate = f.flag("activate", activate, False)
+    job_bps = f.rate("max_bps", max_bps)
     if not f.flag("auto", auto, True):
         return JSONResponse({"status": "manual", "model_id": repo_id, "revision": rev,
                              "message": "Automatic download not requested; run this on the host.",
                              "instructions": [f"pip install 'huggingface_hub=={_hf_version()}'",
                                               manual_command(repo_id, rev, inc, exc, settings.hf_cache)],
                              "cache_dir": str(settings.hf_cache)}, status_code=200)
-    job, created = jobs.submit_download(repo_id, rev, inc, exc, callback_url=cb, activate=do_activate)
+    job, created = jobs.submit_download(repo_id, rev, inc, exc, callback_url=cb, activate=do_activate,
+                                       max_bps=job_bps)
     return JSONResponse(job, status_code=202 if created else 200)
 
 

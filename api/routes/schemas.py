@@ -3,14 +3,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from ..download.bandwidth import RATE_PATTERN
 from ..validation import PATTERNS_PATTERN, REPO_ID_PATTERN, REVISION_PATTERN
 from ._params import CALLBACK_PATTERN
 
 ModelIdField = Annotated[str | None, Field(pattern=REPO_ID_PATTERN, max_length=200)]
 CallbackField = Annotated[str | None, Field(pattern=CALLBACK_PATTERN, max_length=2000)]
 _Glob = Annotated[str, Field(pattern=PATTERNS_PATTERN, min_length=1, max_length=200)]
+
+
+def _number_only(v):
+    """A rate given as a string goes to the pattern-checked string branch, never lax int parsing."""
+    if isinstance(v, (str, bool)):
+        raise ValueError("not a number")
+    return v
+
+
+Rate = (Annotated[int, Field(ge=0), BeforeValidator(_number_only)]
+        | Annotated[str, Field(pattern=RATE_PATTERN, max_length=40)] | None)
 Patterns = Annotated[str, Field(pattern=PATTERNS_PATTERN, max_length=2000)] | list[_Glob] | None
 
 
@@ -66,6 +78,20 @@ class DownloadBody(_Body):
     exclude: Patterns = None
     callback_url: CallbackField = None
     activate: bool | None = None
+    max_bps: Rate = None
+
+
+class LimitsBody(_Body):
+    bandwidth_bps: Rate = None
+    max_concurrent_downloads: Annotated[int | None, Field(ge=1, le=16)] = None
+
+
+class Limits(BaseModel):
+    bandwidth_bps: int
+    bandwidth: str
+    max_concurrent_downloads: int
+    source: str
+    updated_at: str | None
 
 
 class ModelInfo(BaseModel):
