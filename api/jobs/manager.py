@@ -255,7 +255,10 @@ class JobManager:
             other = self.active_download(rec["model_id"], rec["revision"])
             if other and other["job_id"] != job_id:
                 raise Conflict(f"Job {other['job_id']} already downloads this model.", code="download_in_progress")
-            self.store.update(job_id, status="queued", error=None, error_code=None, completed_at=None)
+            if self.store.count(("queued",), "download") >= self.settings.max_queue_length:
+                raise QueueFull("The download queue is full; resume this job later.", headers={"Retry-After": "30"})
+            self.store.update(job_id, status="queued", error=None, error_code=None, completed_at=None,
+                              reopen=True)
         self.schedule()
         return self.get(job_id)
 
@@ -290,9 +293,10 @@ class JobManager:
         with self._lock:
             live = LiveJob(rec["job_id"], rec["kind"], attempts_base=rec.get("attempts") or 0)
             live.status = {"download": "downloading", "verify": "verifying"}.get(rec["kind"], "running")
+            if not self.store.update(rec["job_id"], status=live.status,
+                                     started_at=rec.get("started_at") or now_iso(), attempts=live.attempts_base + 1):
+                return  # cancelled (final) between the query that picked it and now: nothing to run
             self._live[rec["job_id"]] = live
-            self.store.update(rec["job_id"], status=live.status, started_at=rec.get("started_at") or now_iso(),
-                              attempts=live.attempts_base + 1)
             live.thread = threading.Thread(target=self._run, args=(live, rec), daemon=True,
                                            name=f"job-{rec['job_id']}")
             live.thread.start()
@@ -341,7 +345,11 @@ class JobManager:
             freed = self.engine.discard_partials(Plan.from_json(rec["plan"]))
             fields["result"] = {"discarded": True, "freed_bytes": freed}
             fields["bytes_downloaded"] = 0
-        self.store.update(rec["job_id"], **fields)
+        if not self.store.update(rec["job_id"], **fields):
+            # Already final (cancelled while it ran its last step): that outcome stands, and its
+            # hooks have run.
+            log.info("job %s: already final, %s not recorded", rec["job_id"], status)
+            return
         log.info("job %s: %s %s -> %s%s", rec["job_id"], rec["kind"], rec["model_id"], status,
                  f" ({code})" if code else "")
         if status in FINAL:
