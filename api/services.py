@@ -25,7 +25,7 @@ class Services:
         self.containers = ContainerManager(settings)
         self.switch = SwitchService(settings, jobs, self.models, self.containers, self.lock)
         self.webhooks = WebhookNotifier(settings, jobs.store)
-        jobs.runners["verify"] = self.models.run_verify
+        jobs.runners["verify"] = self.models.verifier.run
         jobs.runners["switch"] = self.switch.run
         jobs.final_hooks.append(self._activate_after_download)
         jobs.final_hooks.append(self.webhooks)
@@ -65,6 +65,7 @@ class Services:
         return [models.router, active.router, containers.router]
 
     def close(self) -> None:
+        self.models.verifier.close()
         self.webhooks.close()
         self.containers.close()
 

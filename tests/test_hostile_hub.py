@@ -147,9 +147,20 @@ CASES = {
 }
 
 
+def _fill(v, tmp: str):
+    """The case with {tmp} replaced by the test's folder (an absolute path that must stay unwritten)."""
+    if isinstance(v, str):
+        return v.replace("{tmp}", tmp)
+    if isinstance(v, dict):
+        return {_fill(k, tmp): _fill(x, tmp) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(_fill(x, tmp) for x in v)
+    return v
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_hostile_metadata_is_refused_and_nothing_lands_outside(api_factory, hostile, tmp_path, case):
-    commit, entries, files = json.loads(json.dumps(CASES[case]).replace("{tmp}", str(tmp_path)))
+    commit, entries, files = _fill(CASES[case], str(tmp_path))
     repo = f"evil/{case.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
     hostile.serve(repo, commit, entries, files)
     api = api_factory(hf_endpoint=hostile.url, max_retries=0)

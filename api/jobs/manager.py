@@ -6,10 +6,12 @@ smooths speed and writes it to the table about once a second.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from ..download.engine import DownloadEngine, Progress, disk_free
@@ -17,10 +19,12 @@ from ..download.hub import Plan
 from ..download.transfer import Aborted
 from ..errors import ApiError, Conflict, DownloadError, InsufficientStorage, NotFound, QueueFull
 from ..settings import Settings
+from .hubgate import HubGate
 from .store import ACTIVE, FINAL, JobStore, now_iso
 
 log = logging.getLogger(__name__)
 RUNNING = ("downloading", "verifying", "running")  # "running": a switch job (an addition to the contract)
+PRUNE_EVERY = 3600.0   # seconds between prunes of finished jobs past JOB_RETENTION_DAYS
 HTTP_FOR_CODE = {"repo_not_found": 404, "revision_not_found": 404, "file_not_found": 404, "gated_repo": 403,
                  "unauthorized": 403, "no_matching_files": 404, "insufficient_storage": 507}
 
@@ -74,6 +78,7 @@ class JobManager:
         self.settings = settings
         self.store = store
         self.engine = engine
+        self.hub = HubGate(settings.hub_submit_workers, settings.hub_submit_timeout)
         self.runners: dict[str, Runner] = {"download": self._run_download}
         self.final_hooks: list[Callable[[dict], None]] = []
         self._live: dict[str, LiveJob] = {}
@@ -88,13 +93,26 @@ class JobManager:
             if rec["kind"] == "download":
                 # Interrupted by a crash or restart: back in the queue, its parts resume from disk.
                 self.store.update(rec["job_id"], status="queued")
-            elif rec["status"] != "queued":
+            else:   # other kinds start at once when submitted: a queued one was waiting for a slot
                 self.store.update(rec["job_id"], status="failed", error_code="interrupted",
                                   error="The service stopped while this job ran.", completed_at=now_iso())
+        self.prune()
         self._started = True
         self._ticker = threading.Thread(target=self._tick_loop, name="job-ticker", daemon=True)
         self._ticker.start()
         self.schedule()
+
+    def prune(self) -> int:
+        """Finished jobs older than JOB_RETENTION_DAYS leave the table (0 keeps them all): what the
+        scheduler, submit and the lists read stays the size of what is going on, not of history."""
+        days = self.settings.job_retention_days
+        if not days:
+            return 0
+        before = (datetime.now(timezone.utc) - timedelta(days=days)).isoformat(timespec="milliseconds")
+        n = self.store.prune(before.replace("+00:00", "Z"))
+        if n:
+            log.info("pruned %d jobs finished before %s", n, before)
+        return n
 
     def shutdown(self, timeout: float = 15.0) -> None:
         self._stop.set()
@@ -103,6 +121,7 @@ class JobManager:
             for j in live:
                 j.stop_reason = "queued" if j.kind == "download" else None
                 j.abort.set()
+        self.hub.close()
         deadline = time.monotonic() + timeout
         for j in live:
             if j.thread:
@@ -161,22 +180,37 @@ class JobManager:
         return rec
 
     def active_download(self, model_id: str, revision: str | None = None) -> dict | None:
-        rows = self.store.query(kind="download", model_id=model_id, revision=revision, statuses=ACTIVE, limit=1)
+        rows = self.active_downloads(model_id, revision, limit=1)
         return rows[0] if rows else None
+
+    def active_downloads(self, model_id: str, revision: str | None = None, limit: int = 100) -> list[dict]:
+        return self.store.query(kind="download", model_id=model_id, revision=revision, statuses=ACTIVE, limit=limit)
+
+    def joinable(self, model_id: str, revision: str, include: list[str] | None,
+                 exclude: list[str] | None) -> dict | None:
+        """The active download this request may join: same model, revision and file selection. A
+        request for other files is a job of its own, never a join that would drop its files."""
+        want = _selection(include, exclude)
+        for rec in self.active_downloads(model_id, revision):
+            params = rec["params"] or {}
+            if _selection(params.get("include"), params.get("exclude")) == want:
+                return rec
+        return None
 
     def submit_download(self, model_id: str, revision: str, include: list[str] | None,
                         exclude: list[str] | None, callback_url: str | None = None,
-                        activate: bool = False) -> tuple[dict, bool]:
-        """Returns (job, created). Permanent Hub errors answer at once; a Hub outage queues the job."""
+                        activate: bool = False, deadline: float | None = None) -> tuple[dict, bool]:
+        """Returns (job, created). Permanent Hub errors answer at once; a Hub outage, or a Hub
+        slower than the deadline, queues the job (its worker plans with retries)."""
         params = {"include": include, "exclude": exclude, "activate": activate}
-        existing = self.active_download(model_id, revision)
+        existing = self.joinable(model_id, revision, include, exclude)
         if existing:
             return self._join(existing, activate), False
-        if self.store.count(("queued",), "download") >= self.settings.max_queue_length:
-            raise QueueFull("The download queue is full; try again later.", headers={"Retry-After": "30"})
+        self._check_queue()
         plan = None
         try:
-            plan = self.engine.plan(model_id, revision, include, exclude, abort=_NO_RETRY)
+            plan = self.hub.call(self.engine.plan, model_id, revision, include, exclude, abort=_NO_RETRY,
+                                 deadline=deadline)
         except DownloadError as e:
             if e.permanent:
                 rec = self._new_record("download", model_id, revision, "failed", params=params,
@@ -189,9 +223,10 @@ class JobManager:
         if plan is not None:
             self.check_disk(plan)
         with self._lock:
-            existing = self.active_download(model_id, revision)
+            existing = self.joinable(model_id, revision, include, exclude)
             if existing:
                 return self._join(existing, activate), False
+            self._check_queue()
             rec = self._new_record(
                 "download", model_id, revision, "queued", params=params, callback_url=callback_url,
                 plan=plan.to_json() if plan else None, bytes_total=plan.total_bytes if plan else 0,
@@ -199,6 +234,10 @@ class JobManager:
         log.info("job %s: download %s@%s queued", rec["job_id"], model_id, revision)
         self.schedule()
         return self.get(rec["job_id"]), True
+
+    def _check_queue(self) -> None:
+        if self.store.count(("queued",), "download") >= self.settings.max_queue_length:
+            raise QueueFull("The download queue is full; try again later.", headers={"Retry-After": "30"})
 
     def _join(self, existing: dict, activate: bool) -> dict:
         """A second request for a running download joins it; its activate=true is not dropped."""
@@ -252,11 +291,11 @@ class JobManager:
         if rec["kind"] != "download" or rec["status"] not in ("paused", "cancelled", "failed"):
             raise Conflict(f"A {rec['status']} {rec['kind']} job cannot be resumed.", code="invalid_state")
         with self._lock:
-            other = self.active_download(rec["model_id"], rec["revision"])
+            params = rec["params"] or {}
+            other = self.joinable(rec["model_id"], rec["revision"], params.get("include"), params.get("exclude"))
             if other and other["job_id"] != job_id:
-                raise Conflict(f"Job {other['job_id']} already downloads this model.", code="download_in_progress")
-            if self.store.count(("queued",), "download") >= self.settings.max_queue_length:
-                raise QueueFull("The download queue is full; resume this job later.", headers={"Retry-After": "30"})
+                raise Conflict(f"Job {other['job_id']} already downloads these files.", code="download_in_progress")
+            self._check_queue()  # a resumed job goes back in the queue: the same limit as a new one
             self.store.update(job_id, status="queued", error=None, error_code=None, completed_at=None,
                               reopen=True)
         self.schedule()
@@ -381,9 +420,15 @@ class JobManager:
 
     # -- ticker -----------------------------------------------------------------------------------
     def _tick_loop(self) -> None:
-        last_write = 0.0
+        last_write = last_prune = time.monotonic()
         while not self._stop.wait(0.25):
             now = time.monotonic()
+            if now - last_prune >= PRUNE_EVERY:
+                last_prune = now
+                try:
+                    self.prune()
+                except sqlite3.Error as e:   # a busy table: next round
+                    log.warning("job prune failed: %s", e)
             write = now - last_write >= 1.0
             with self._lock:
                 live = [j for j in self._live.values() if j.progress is not None]
@@ -401,6 +446,11 @@ class JobManager:
                                           t.retries for t in list(p.active.values())))
             if write:
                 last_write = now
+
+
+def _selection(include: list[str] | None, exclude: list[str] | None) -> tuple:
+    """A file selection, compared regardless of pattern order or repetition."""
+    return (tuple(sorted(set(include))) if include else None, tuple(sorted(set(exclude))) if exclude else None)
 
 
 class _NoRetry(threading.Event):
