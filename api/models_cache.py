@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 from . import envfile
@@ -24,16 +23,13 @@ log = logging.getLogger(__name__)
 DOWNLOADING = ("queued", "downloading", "verifying")
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 class ModelCache:
     def __init__(self, settings: Settings, cache: HFCache, jobs: JobManager):
         self.settings = settings
         self.cache = cache
         self.jobs = jobs
         self.facts = RepoFacts()
+        self._folders: tuple[tuple, dict[str, Path]] | None = None
         self.verifier = Verifier(settings, self, jobs)
 
     # -- lookup -----------------------------------------------------------------------------------
@@ -73,15 +69,20 @@ class ModelCache:
                 "commit": facts.commit if facts else None, "status": status,
                 "size_bytes": facts.size_bytes if facts else 0, "files": facts.files if facts else 0,
                 "active": repo_id == active,
-                "last_modified": _iso(facts.mtime) if facts and facts.mtime else None}
+                "last_modified": facts.last_modified if facts else None}
 
     def _repo_folders(self) -> dict[str, Path]:
-        found: dict[str, Path] = {}
+        """Repo id -> folder for every repo folder of the cache; listed again only when the cache
+        root's entries changed (its mtime), and the facts of folders gone are dropped then."""
         try:
-            entries = list(os.scandir(self.cache.root))
+            st = os.stat(self.cache.root)
         except FileNotFoundError:
-            entries = []
-        for e in entries:
+            return {}
+        mark = (st.st_ino, st.st_mtime_ns)
+        if self._folders is not None and self._folders[0] == mark:
+            return self._folders[1]
+        found: dict[str, Path] = {}
+        for e in os.scandir(self.cache.root):
             if e.name.startswith("models--") and e.is_dir(follow_symlinks=False):
                 parts = e.name[len("models--"):].split("--", 1)
                 if len(parts) == 2:
@@ -90,6 +91,7 @@ class ModelCache:
                     except Exception:  # noqa: BLE001 - a folder no valid id maps to is not ours to list
                         continue
         self.facts.forget_except({str(p) for p in found.values()})
+        self._folders = (mark, found)
         return found
 
     def list(self) -> list[dict]:

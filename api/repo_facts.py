@@ -3,7 +3,7 @@ mtime), computed once per change of the repo's folders.
 
 Walking every file of every repo on each `GET /api/models` made the list cost grow with the cache
 (about a second at 300 repos). The facts of a repo are kept under a signature: the inode and mtime
-of the repo folder, `blobs/`, `refs/` and every folder below `refs/` and `snapshots/`. Every way
+of `blobs/` and of every folder of `refs/` and `snapshots/` (a stat each, no listing). Every way
 this service, huggingface_hub or a user changes a repo's contents (a file or link added, removed
 or renamed) changes one of those; only then is the repo walked again. An edit in place of a blob's
 bytes is not one of them: that is what `POST /api/models/verify` is for.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -23,7 +24,11 @@ class Facts:
     files: int
     complete: bool
     size_bytes: int
-    mtime: float
+    last_modified: str | None   # ISO 8601 of the newest mtime in the folder
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def disk_bytes(folder: Path) -> int:
@@ -41,34 +46,25 @@ def disk_bytes(folder: Path) -> int:
     return total
 
 
-def _dir_marks(path: str, out: list) -> None:
-    """(path, inode, mtime) of path and of every folder below it; symlinks are not followed."""
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except OSError:
-        out.append((path, None))
-        return
-    out.append((path, st.st_ino, st.st_mtime_ns))
-    try:
-        with os.scandir(path) as it:
-            subdirs = [e.path for e in it if e.is_dir(follow_symlinks=False)]
-    except OSError:
-        return
-    for sub in subdirs:
-        _dir_marks(sub, out)
+def watched_dirs(folder: Path) -> tuple[str, ...]:
+    """The folders whose mtimes tell that the repo changed: blobs/ and every folder of refs/ and
+    snapshots/ (found by a walk, done only when the repo is walked anyway)."""
+    dirs = [os.path.join(folder, "blobs")]
+    for sub in ("refs", "snapshots"):
+        dirs.extend(dirpath for dirpath, _, _ in os.walk(os.path.join(folder, sub)))
+    return tuple(dirs)
 
 
-def signature(folder: Path) -> tuple:
-    marks: list = []
-    base = str(folder)
-    for path in (base, os.path.join(base, "blobs")):
+def signature(dirs: tuple[str, ...]) -> tuple:
+    """(inode, mtime) of each folder: a stat each, no listing. A new folder changes its parent's
+    mtime, a removed one fails its stat: either way the signature differs."""
+    marks = []
+    for path in dirs:
         try:
             st = os.stat(path, follow_symlinks=False)
-            marks.append((path, st.st_ino, st.st_mtime_ns))
+            marks.append((st.st_ino, st.st_mtime_ns))
         except OSError:
-            marks.append((path, None))
-    _dir_marks(os.path.join(base, "refs"), marks)
-    _dir_marks(os.path.join(base, "snapshots"), marks)
+            marks.append(None)
     return tuple(marks)
 
 
@@ -96,27 +92,27 @@ def compute(folder: Path) -> Facts:
             mtime = max(mtime, p.lstat().st_mtime)
         except OSError:
             pass
-    return Facts(revision, commit, files, complete, disk_bytes(folder), mtime)
+    return Facts(revision, commit, files, complete, disk_bytes(folder), _iso(mtime) if mtime else None)
 
 
 class RepoFacts:
     """Facts by repo folder, recomputed only when the folder's signature changed."""
 
     def __init__(self):
-        self._known: dict[str, tuple[tuple, Facts]] = {}
+        self._known: dict[str, tuple[tuple[str, ...], tuple, Facts]] = {}
         self._lock = threading.Lock()
 
     def get(self, folder: Path) -> Facts:
         key = str(folder)
-        sig = signature(folder)
         with self._lock:
             hit = self._known.get(key)
-        if hit is not None and hit[0] == sig:
-            return hit[1]
+        if hit is not None and signature(hit[0]) == hit[1]:
+            return hit[2]
+        dirs = watched_dirs(folder)
+        sig = signature(dirs)   # before the walk: a change during it makes the next call walk again
         facts = compute(folder)
-        # The signature taken before the walk: a change during the walk makes the next call walk again.
         with self._lock:
-            self._known[key] = (sig, facts)
+            self._known[key] = (dirs, sig, facts)
         return facts
 
     def forget_except(self, folders: set[str]) -> None:

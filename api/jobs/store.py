@@ -66,7 +66,7 @@ class JobStore:
             # many finished jobs the table holds.
             db.execute("DROP INDEX IF EXISTS jobs_model")
             db.execute("CREATE INDEX IF NOT EXISTS jobs_kind_status ON jobs(kind, status, seq)")
-            db.execute("CREATE INDEX IF NOT EXISTS jobs_model_seq ON jobs(model_id, kind, seq)")
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_model_status ON jobs(model_id, kind, status, seq)")
             db.execute("CREATE INDEX IF NOT EXISTS jobs_completed ON jobs(completed_at)")
 
     @property
