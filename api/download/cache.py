@@ -31,6 +31,14 @@ def inside(path: Path, base: Path) -> Path:
     return path
 
 
+def _name(key: str) -> str:
+    """A blob key names one entry of a folder: with no separator, NUL, or dot-only name it cannot
+    leave that folder (a cheap check for the hot paths; the Hub's keys are hex anyway)."""
+    if not key or "/" in key or "\\" in key or "\0" in key or key in (".", ".."):
+        raise DownloadError(f"Refused the blob name {key!r}: not a plain file name.", "hub_error", permanent=True)
+    return key
+
+
 class HFCache:
     def __init__(self, root: Path):
         self.root = root
@@ -44,11 +52,10 @@ class HFCache:
         return self.root / repo_folder_name(repo_id)
 
     def blob_path(self, repo_id: str, key: str) -> Path:
-        blobs = self.repo_dir(repo_id) / "blobs"
-        return inside(blobs / key, blobs)
+        return self.repo_dir(repo_id) / "blobs" / _name(key)
 
     def staged(self, key: str, suffix: str = ".part") -> Path:
-        return inside(self.staging / f"{key}{suffix}", self.staging)
+        return self.staging / (_name(key) + suffix)
 
     def has_blob(self, repo_id: str, f: FileEntry) -> bool:
         try:
