@@ -1,12 +1,11 @@
 """The job queue: download jobs under a concurrency limit, other kinds at once; all in SQLite.
 
-Work runs in threads so the event loop only ever reads snapshots. A ticker samples progress,
-smooths speed and writes it to the table about once a second.
+Work runs in threads so the event loop only ever reads snapshots. A ticker (ticker.py) samples
+progress, smooths speed and writes it to the table about once a second.
 """
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 import uuid
@@ -21,10 +20,10 @@ from ..errors import ApiError, Conflict, DownloadError, InsufficientStorage, Not
 from ..settings import Settings
 from .hubgate import HubGate
 from .store import ACTIVE, FINAL, JobStore, now_iso
+from .ticker import tick_loop
 
 log = logging.getLogger(__name__)
 RUNNING = ("downloading", "verifying", "running")  # "running": a switch job (an addition to the contract)
-PRUNE_EVERY = 3600.0   # seconds between prunes of finished jobs past JOB_RETENTION_DAYS
 HTTP_FOR_CODE = {"repo_not_found": 404, "revision_not_found": 404, "file_not_found": 404, "gated_repo": 403,
                  "unauthorized": 403, "no_matching_files": 404, "insufficient_storage": 507}
 
@@ -98,7 +97,8 @@ class JobManager:
                                   error="The service stopped while this job ran.", completed_at=now_iso())
         self.prune()
         self._started = True
-        self._ticker = threading.Thread(target=self._tick_loop, name="job-ticker", daemon=True)
+        self._ticker = threading.Thread(target=tick_loop, args=(self.store, self._progressing, self.prune, self._stop),
+                                        name="job-ticker", daemon=True)
         self._ticker.start()
         self.schedule()
 
@@ -418,34 +418,9 @@ class JobManager:
         live.max_bytes = rec["bytes_downloaded"] or 0
         return self.engine.run(plan, live.progress, live.abort)
 
-    # -- ticker -----------------------------------------------------------------------------------
-    def _tick_loop(self) -> None:
-        last_write = last_prune = time.monotonic()
-        while not self._stop.wait(0.25):
-            now = time.monotonic()
-            if now - last_prune >= PRUNE_EVERY:
-                last_prune = now
-                try:
-                    self.prune()
-                except sqlite3.Error as e:   # a busy table: next round
-                    log.warning("job prune failed: %s", e)
-            write = now - last_write >= 1.0
-            with self._lock:
-                live = [j for j in self._live.values() if j.progress is not None]
-            for j in live:
-                p = j.progress
-                b = p.bytes_downloaded
-                j.max_bytes = max(j.max_bytes, b)
-                j.speed.sample(j.max_bytes, now)
-                if p.bytes_total and j.max_bytes >= p.bytes_total and j.status == "downloading":
-                    j.status = "verifying"
-                if write and not j.abort.is_set():
-                    self.store.update(j.job_id, bytes_downloaded=j.max_bytes, bytes_total=p.bytes_total,
-                                      files_done=p.files_done, files_total=p.files_total, status=j.status,
-                                      attempts=j.attempts_base + 1 + p.retries + sum(
-                                          t.retries for t in list(p.active.values())))
-            if write:
-                last_write = now
+    def _progressing(self) -> list[LiveJob]:
+        with self._lock:
+            return [j for j in self._live.values() if j.progress is not None]
 
 
 def _selection(include: list[str] | None, exclude: list[str] | None) -> tuple:
