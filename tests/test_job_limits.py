@@ -3,6 +3,7 @@ bounded, a stalled Hub cannot hold up the read routes, and a request for other f
 silent join of a running filtered job."""
 from __future__ import annotations
 
+import statistics
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -125,10 +126,23 @@ def test_a_stalled_hub_does_not_hold_up_the_read_routes(api_factory, sim):
             assert api.get("/api/disk").status_code == 200
             reads.append(time.monotonic() - t0)
         answers = [f.result() for f in futures]
-    assert max(reads) < 1.0, reads                       # the stall is 5 s
+    # The stall is 5 s; the margin is for a shared box accepting 45 connections at once.
+    assert max(reads) < 2.5 and statistics.median(reads) < 0.5, reads
     for r, took in answers:
         assert r.status_code == 202 and r.json()["status"] in ("queued", "downloading"), r.text
         assert took < stall - 1, took                    # the deadline, not the stall, bounds a submit
+    sim.clear_faults()
+
+
+def test_a_hub_that_never_answers_fails_the_job_instead_of_hanging(api_factory, sim):
+    """Hub calls carry STALL_TIMEOUT: a planning worker gives up (hub_unreachable) in bounded time."""
+    api = api_factory(hub_submit_timeout=0.5, stall_timeout=1.0, max_retries=1, retry_backoff_max=0.2)
+    repo = f"lim/n{_tag()}"
+    sim.add_repo(repo, {"config.json": b"{}"})
+    sim.set_faults(Fault(on="api", stall_after=0, stall_seconds=30))
+    j = start(api, repo)
+    done = wait_status(api, j["job_id"], timeout=20)
+    assert done["status"] == "failed" and done["error_code"] == "hub_unreachable", done
     sim.clear_faults()
 
 

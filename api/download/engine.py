@@ -69,7 +69,7 @@ class DownloadEngine:
                             reraise=True)
         try:
             return retrying(make_plan, self.settings.hf_endpoint, self.settings.token(), repo_id, revision,
-                            include, exclude)
+                            include, exclude, self.settings.stall_timeout)
         except TransientError as e:
             raise DownloadError(f"{e}; gave up after {self.settings.max_retries} retries.", "hub_unreachable") from e
 

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 import httpx2
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, get_session
 from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError,
                                     RepositoryNotFoundError, RevisionNotFoundError)
 from huggingface_hub.hf_api import RepoFile
@@ -155,13 +155,20 @@ def _map_error(e: Exception, what: str) -> Exception:
     return e
 
 
+def bound_hub_calls(connect_timeout: float, stall_timeout: float) -> None:
+    """huggingface_hub's shared client waits forever by default: a Hub that accepts and never
+    answers would hold a planning thread for good. Its calls get the engine's own timeouts."""
+    get_session().timeout = httpx2.Timeout(stall_timeout, connect=connect_timeout)
+
+
 def make_plan(endpoint: str, token: str | None, repo_id: str, revision: str,
-              include: list[str] | None = None, exclude: list[str] | None = None) -> Plan:
+              include: list[str] | None = None, exclude: list[str] | None = None,
+              timeout: float | None = None) -> Plan:
     """Resolve the revision and list the tree. Raises DownloadError (permanent) or TransientError."""
     what = f"{repo_id}@{revision}"
     api = HfApi(endpoint=endpoint, token=token or False)
     try:
-        info = api.repo_info(repo_id, revision=revision)
+        info = api.repo_info(repo_id, revision=revision, timeout=timeout)  # the tree: the session's timeout
         commit = check_commit(what, info.sha)  # before it goes into the tree URL and snapshots/<commit>
         tree = [_entry(what, f) for f in api.list_repo_tree(repo_id, revision=commit, recursive=True, expand=False)
                 if isinstance(f, RepoFile)]
