@@ -21,8 +21,9 @@ import pytest
 from api.download.cache import HFCache
 from api.download.hub import FileEntry, Plan
 from api.errors import DownloadError
+from api.jobs.store import JobStore
 
-from ._dl import assert_error, job
+from ._dl import assert_error, job, wait_complete, wait_status
 
 pytestmark = pytest.mark.timeout(120)
 GOOD_COMMIT = "c0ffee" + "0" * 34
@@ -203,7 +204,6 @@ def test_a_good_tree_from_the_same_server_downloads(api_factory, hostile, tmp_pa
     api = api_factory(hf_endpoint=hostile.url, max_retries=0)
     r = api.post("/api/download-model", params={"model_id": repo})
     assert r.status_code == 202, r.text
-    from ._dl import wait_complete
     wait_complete(api, r.json()["job_id"])
     snap = api.settings.hf_cache / ("models--" + repo.replace("/", "--")) / "snapshots" / GOOD_COMMIT
     assert (snap / "config.json").read_bytes() == CONFIG and (snap / "sub/tok.json").read_bytes() == b"{}"
@@ -243,3 +243,25 @@ def test_cache_does_not_follow_a_planted_symlink_out(tmp_path):
     with pytest.raises(DownloadError):
         cache.place_snapshot(_plan(GOOD_COMMIT, [FileEntry("sub/planted", len(CONFIG), git_sha1(CONFIG))]))
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_stored_hostile_plan_fails_its_job_and_submits_still_work(api_factory, sim, tmp_path):
+    """A plan already in the job table (written before these checks existed) is refused by the
+    cache when its job runs; it neither writes outside nor breaks other submits' disk check."""
+    bad = {"path": UP5 + "planted/x", "size": len(CONFIG), "blob_id": "../../../planted-key", "lfs_sha256": None}
+    store = JobStore(tmp_path / "state.db")
+    store.insert({"job_id": "ab" * 8, "kind": "download", "model_id": "evil/stored", "revision": "main",
+                  "status": "queued", "created_at": "2026-01-01T00:00:00.000Z",
+                  "params": {"include": None, "exclude": None, "activate": False},
+                  "plan": {"repo_id": "evil/stored", "revision": "main", "commit": GOOD_COMMIT,
+                           "files": [bad], "tree": [bad]}})
+    store.close()
+    api = api_factory()
+    done = wait_status(api, "ab" * 8)
+    assert done["status"] == "failed" and done["error_code"] == "hub_error", done
+    repo = f"good/after-{uuid.uuid4().hex[:6]}"
+    sim.add_repo(repo, {"config.json": CONFIG})
+    r = api.post("/api/download-model", params={"model_id": repo})
+    assert r.status_code == 202, r.text
+    wait_complete(api, r.json()["job_id"])
+    assert _planted(tmp_path) == [] and _outside(tmp_path) == []

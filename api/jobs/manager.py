@@ -253,7 +253,10 @@ class JobManager:
         promised = 0
         for rec in self.store.query(kind="download", statuses=ACTIVE, limit=1000):
             if rec["job_id"] != exclude_job and rec["plan"]:
-                promised += self.engine.needed_bytes(Plan.from_json(rec["plan"]))
+                try:
+                    promised += self.engine.needed_bytes(Plan.from_json(rec["plan"]))
+                except DownloadError:   # a plan stored before its names were checked: it fails when it runs
+                    continue
         if need > free - reserve - promised:
             raise InsufficientStorage(
                 f"{plan.repo_id} needs {need} more bytes; {free} are free, less a reserve of {reserve} and "
