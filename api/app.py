@@ -16,6 +16,7 @@ from . import __version__
 from .auth import PUBLIC_PATHS, AuthGateMiddleware, reject_unknown_query, require_token, token_valid
 from .download.cache import HFCache
 from .download.engine import DownloadEngine
+from .download.hub import bound_hub_calls
 from .download.transfer import TransferRegistry
 from .errors import ApiError
 from .jobs.manager import JobManager
@@ -144,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not key.strip():
         raise RuntimeError("PROXY_API_KEY is empty: refusing to start an admin API without a token.")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    bound_hub_calls(settings.connect_timeout, settings.stall_timeout)
 
     cache = HFCache(settings.hf_cache)
     settings.hf_cache.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     max_retries: int = Field(8, ge=0)
     retry_backoff_max: float = Field(30.0, gt=0)
     disk_reserve_mb: int = Field(1024, ge=0)
+    hub_submit_timeout: float = Field(10.0, gt=0)
+    hub_submit_workers: int = Field(4, ge=1, le=64)
+    job_retention_days: float = Field(30.0, ge=0)
+    max_concurrent_verifies: int = Field(2, ge=1, le=16)
     rate_limit: str = "120/minute"
     rate_limit_enabled: bool = True
     trusted_proxies: str = ""  # comma separated addresses/CIDRs whose X-Forwarded-For is believed

@@ -71,7 +71,7 @@ class DownloadEngine:
                             reraise=True)
         try:
             return retrying(make_plan, self.settings.hf_endpoint, self.settings.token(), repo_id, revision,
-                            include, exclude)
+                            include, exclude, self.settings.stall_timeout)
         except TransientError as e:
             raise DownloadError(f"{e}; gave up after {self.settings.max_retries} retries.", "hub_unreachable") from e
 
@@ -81,7 +81,7 @@ class DownloadEngine:
         for f in plan.files:
             if self.cache.has_blob(plan.repo_id, f):
                 continue
-            staged = self.cache.staging / f"{f.key}.part"
+            staged = self.cache.staged(f.key)
             need += f.size if not staged.exists() else max(0, f.size - _allocated(staged))
         return need
 
@@ -121,6 +121,7 @@ class DownloadEngine:
                     return
                 log.warning("blob %s of %s fails its checksum; fetching it again", f.key[:12], plan.repo_id)
                 blob.unlink(missing_ok=True)
+            self.cache.staged(f.key)  # the transfer names its files after the key: inside staging only
             t = self.registry.acquire(spec, opts)
             with progress.lock:
                 progress.active[f.path] = t
@@ -164,7 +165,7 @@ class DownloadEngine:
         for f in plan.files:
             if f.key in busy:
                 continue
-            for p in (self.cache.staging / f"{f.key}.part", self.cache.staging / f"{f.key}.json"):
+            for p in (self.cache.staged(f.key), self.cache.staged(f.key, ".json")):
                 try:
                     freed += _allocated(p)
                     p.unlink()

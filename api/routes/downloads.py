@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api", tags=["downloads"])
              responses={200: {"model": Job | ManualInstructions,
                               "description": "The running job for this model, or manual instructions"},
                         **ERRORS})
-def download_model(
+async def download_model(
     jobs: JobsDep, settings: SettingsDep, policy: CallbackPolicyDep,
     model_id: ModelIdQ = None,
     auto: Annotated[bool | None, Query(description="false: answer with manual instructions")] = None,
@@ -31,6 +31,14 @@ def download_model(
     max_bps: RateQ = None,
     body: Annotated[DownloadBody | None, Body()] = None,
 ) -> Any:
+    # The whole submit runs in the job manager's own request threads (it may wait on the Hub up
+    # to HUB_SUBMIT_TIMEOUT): the threads the read routes run on are never taken by it.
+    return await jobs.hub.run(_download_model, jobs, settings, policy, model_id, auto, revision, include, exclude,
+                              callback_url, activate, max_bps, body)
+
+
+def _download_model(jobs, settings, policy, model_id, auto, revision, include, exclude, callback_url, activate,
+                    max_bps, body, deadline: float) -> JSONResponse:
     f = Fields(body)
     repo_id = f.model_id(model_id)
     rev = validate_revision(f.text("revision", revision))
@@ -46,7 +54,7 @@ def download_model(
                                               manual_command(repo_id, rev, inc, exc, settings.hf_cache)],
                              "cache_dir": str(settings.hf_cache)}, status_code=200)
     job, created = jobs.submit_download(repo_id, rev, inc, exc, callback_url=cb, activate=do_activate,
-                                       max_bps=job_bps)
+                                       max_bps=job_bps, deadline=deadline)
     return JSONResponse(job, status_code=202 if created else 200)
 
 
