@@ -34,6 +34,7 @@ demo: install
 
 bench: install
 	$(PY) bench/bench_download.py
+	$(PY) bench/bench_scale.py
 
 e2e: install
 	bash tests/e2e/run-n8n.sh

@@ -21,8 +21,10 @@ def main() -> int:
         print(f"llm-box admin API: cannot start: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from any local peer as the
+    # client address; the API reads it itself, from TRUSTED_PROXIES only (api/request_guard.py).
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level=settings.log_level,
-                access_log=False)
+                access_log=False, proxy_headers=False)
     return 0
 
 

@@ -10,19 +10,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
-from slowapi.util import get_remote_address
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .auth import reject_unknown_query, require_token
+from .auth import PUBLIC_PATHS, AuthGateMiddleware, reject_unknown_query, require_token, token_valid
 from .download.cache import HFCache
 from .download.engine import DownloadEngine
+from .download.hub import bound_hub_calls
 from .download.transfer import TransferRegistry
 from .errors import ApiError
 from .jobs.manager import JobManager
 from .jobs.store import JobStore
+from .request_guard import BodyLimitMiddleware, client_address, parse_networks
 from .metrics import LatencyMiddleware, Metrics
-from .routes import downloads, jobs, root
+from .limits import LimitsService
+from .routes import downloads, events, jobs, root, ui
+from .routes import limits as limits_routes
 from .settings import Settings
 from .validation import REPO_ID_PATTERN
 
@@ -80,7 +83,7 @@ class _RateLimitMiddleware:
 
     async def __call__(self, scope, receive, send):
         limiter: Limiter = scope["app"].state.limiter
-        if scope["type"] != "http" or not limiter.enabled or scope["path"] == "/health":
+        if scope["type"] != "http" or not limiter.enabled or scope["path"] in PUBLIC_PATHS:
             return await self.app(scope, receive, send)
         request = Request(scope, receive)
         try:
@@ -142,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not key.strip():
         raise RuntimeError("PROXY_API_KEY is empty: refusing to start an admin API without a token.")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    bound_hub_calls(settings.connect_timeout, settings.stall_timeout)
 
     cache = HFCache(settings.hf_cache)
     settings.hf_cache.mkdir(parents=True, exist_ok=True)
@@ -150,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = TransferRegistry(cache.staging, settings.max_total_connections)
     engine = DownloadEngine(settings, cache, registry, on_bytes=metrics.downloaded_bytes.inc)
     manager = JobManager(settings, store, engine)
+    limits = LimitsService(settings, manager, engine.bandwidth)
     metrics.watch_jobs(store.counts_by_status)
 
     from .services import build_services
@@ -159,6 +164,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        from .switch_recovery import recover_interrupted_switches
+        app.state.recovered_switches = recover_interrupted_switches(services.containers, settings.env_file)
         manager.start()
         try:
             yield
@@ -179,20 +186,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cache = cache
     app.state.metrics = metrics
     app.state.services = services
+    app.state.limits = limits
     app.state.inspection = inspection
 
-    limiter = Limiter(key_func=get_remote_address, default_limits=[settings.rate_limit],
+    proxies = parse_networks(settings.trusted_proxies)
+
+    def rate_key(request: Request) -> str:
+        # Separate buckets: anonymous requests from an address never spend its token holder's budget.
+        who = "token" if token_valid(request.scope["headers"], app.state.api_key) else "anonymous"
+        return f"{client_address(request.scope, proxies)}|{who}"
+
+    limiter = Limiter(key_func=rate_key, default_limits=[settings.rate_limit],
                       headers_enabled=True, enabled=settings.rate_limit_enabled, storage_uri="memory://")
     app.state.limiter = limiter
+    # Outermost last: metrics -> rate limit -> token -> body size -> routes.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthGateMiddleware)
     app.add_middleware(_RateLimitMiddleware)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     install_error_handlers(app)
 
     from .routes.schemas import ERRORS
     secured = {"dependencies": [Depends(require_token), Depends(reject_unknown_query)],
-               "responses": {c: ERRORS[c] for c in (401, 429)}}
+               "responses": {c: ERRORS[c] for c in (401, 413, 429)}}
     app.include_router(root.public)
-    for router in [root.router, downloads.router, jobs.router, *inspection.routers(), *services.routers()]:
+    app.include_router(ui.router)
+    for router in [root.router, downloads.router, jobs.router, events.router, limits_routes.router,
+                   *inspection.routers(), *services.routers()]:
         app.include_router(router, **secured)
     app.openapi = lambda: _openapi(app)
     return app

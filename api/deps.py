@@ -8,9 +8,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from .callback_policy import CallbackPolicy
 from .containers import ContainerManager
 from .inspect.wiring import Inspection
 from .jobs.manager import JobManager
+from .limits import LimitsService
 from .models_cache import ModelCache
 from .profiles import ProfileStore
 from .settings import Settings
@@ -37,8 +39,14 @@ async def _switch(request: Request) -> SwitchService:
     return request.app.state.services.switch
 
 
+async def _limits(request: Request) -> LimitsService:
+    return request.app.state.limits
+
+
 async def _profiles(request: Request) -> ProfileStore:
     return request.app.state.services.profiles
+async def _callback_policy(request: Request) -> CallbackPolicy:
+    return request.app.state.services.webhooks.policy
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -46,7 +54,9 @@ JobsDep = Annotated[JobManager, Depends(_jobs)]
 ModelsDep = Annotated[ModelCache, Depends(_models)]
 ContainersDep = Annotated[ContainerManager, Depends(_containers)]
 SwitchDep = Annotated[SwitchService, Depends(_switch)]
+LimitsDep = Annotated[LimitsService, Depends(_limits)]
 ProfilesDep = Annotated[ProfileStore, Depends(_profiles)]
+CallbackPolicyDep = Annotated[CallbackPolicy, Depends(_callback_policy)]
 
 
 async def _inspection(request: Request) -> Inspection:

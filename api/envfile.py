@@ -18,6 +18,7 @@ from filelock import FileLock, Timeout
 from .errors import ApiError, Conflict, InvalidInput
 
 DEFAULT_KEY = "DEFAULT_MODEL"
+ARGS_KEY = "INFERENCE_ARGS"   # the serve profile's vLLM arguments; the compose command expands them
 LOCK_TIMEOUT = 10.0
 NEW_FILE_MODE = 0o600
 
@@ -49,6 +50,39 @@ def validate_env_words(value: object) -> str:
         raise InvalidInput("Command-line words for the .env file must be safe words (letters, digits and "
                            "._:/,+@%-) separated by single spaces.", code="invalid_env_value")
     return value
+def _is_mount_point(path: Path) -> bool:
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return False
+    # Field 5 is the mount point, with spaces and the like written as octal escapes.
+    points = {re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[4]) for line in lines if line.strip()}
+    return str(path) in points
+
+
+def check_writable(path: Path) -> None:
+    """Refuse (503 `env_file_not_writable`) what a switch could not rewrite, before it starts: a
+    directory, a read-only file (its mode says so even to root), a folder where the temporary file
+    and the lock cannot be created (read-only mount, no permission, missing)."""
+    real = _real(path)
+    problem = None
+    if real.is_dir():
+        problem = "is a directory"
+    elif real.exists() and (not real.stat().st_mode & 0o222 or not os.access(real, os.W_OK)):
+        problem = "is read-only"
+    elif _is_mount_point(real):
+        problem = "is bind-mounted as a single file (a rename onto it fails with EBUSY)"
+    else:
+        try:
+            fd, probe = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".probe")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            problem = f"cannot be replaced in its folder ({e.strerror or type(e).__name__})"
+    if problem:
+        raise ApiError(f"ENV_FILE {path} {problem}: a switch could not rewrite {DEFAULT_KEY}; nothing was "
+                       "changed. Mount the folder holding it read-write (docs/envfile.md).",
+                       code="env_file_not_writable", status=503)
 
 
 def _parse(text: str) -> dict[str, str | None]:

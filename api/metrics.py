@@ -33,6 +33,10 @@ class Metrics:
         self.registry.register(_Jobs())
 
 
+# Any other method token (h11 accepts them all) is counted as "other": labels stay a bounded set.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
 class LatencyMiddleware:
     """Pure ASGI (no BaseHTTPMiddleware) so SSE streams are not buffered."""
 
@@ -55,7 +59,8 @@ class LatencyMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.metrics.request_latency.labels(scope["method"], path, str(status["code"])).observe(
+            # The route template, never the raw path; requests no route took (404, 401) share one value.
+            path = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.request_latency.labels(method, path, str(status["code"])).observe(
                 time.perf_counter() - start)

@@ -34,6 +34,7 @@ def _int(lo: int, hi: int) -> Callable[[Any], str]:
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise ValueError(f"an integer from {lo} to {hi}")
         return str(v)
+    check.schema = {"type": "integer", "minimum": lo, "maximum": hi}
     return check
 
 
@@ -42,6 +43,7 @@ def _float(lo: float, hi: float) -> Callable[[Any], str]:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < v <= hi:
             raise ValueError(f"a number above {lo} and at most {hi}")
         return repr(float(v))
+    check.schema = {"type": "number", "exclusiveMinimum": lo, "maximum": hi}
     return check
 
 
@@ -50,6 +52,7 @@ def _choice(*options: str) -> Callable[[Any], str]:
         if v not in options:
             raise ValueError("one of " + ", ".join(options))
         return v
+    check.schema = {"enum": list(options)}
     return check
 
 
@@ -60,10 +63,16 @@ def _name(v: Any) -> str:
     return v
 
 
+_name.schema = {"type": "string", "pattern": f"^{_NAME.pattern}$"}
+
+
 def _on_off(v: Any) -> str:
     if not isinstance(v, bool):
         raise ValueError("true or false")
     return "true" if v else ""
+
+
+_on_off.schema = {"type": "boolean"}
 
 
 _QUANT = ("aqlm", "awq", "awq_marlin", "bitsandbytes", "compressed-tensors", "deepspeedfp", "experts_int8",
@@ -110,6 +119,8 @@ RESERVED = {
     "download-dir": "the shared cache (HF_HOME)",
 }
 MAX_FLAGS = len(FLAGS)
+# The OpenAPI document describes exactly what the checks accept (clients and schemathesis see it).
+ARGS_SCHEMA = {"properties": {flag: check.schema for flag, check in FLAGS.items()}, "additionalProperties": False}
 HEADER = "# Serve profiles: the vLLM flags of each model (PUT /api/models/profile rewrites this file).\n"
 
 

@@ -27,7 +27,7 @@ class Services:
         self.profiles = ProfileStore(settings.serve_profiles_file)
         self.switch = SwitchService(settings, jobs, self.models, self.containers, self.lock, self.profiles)
         self.webhooks = WebhookNotifier(settings, jobs.store)
-        jobs.runners["verify"] = self.models.run_verify
+        jobs.runners["verify"] = self.models.verifier.run
         jobs.runners["switch"] = self.switch.run
         jobs.final_hooks.append(self._activate_after_download)
         jobs.final_hooks.append(self.webhooks)
@@ -67,6 +67,7 @@ class Services:
         return [models.router, profiles.router, active.router, containers.router]
 
     def close(self) -> None:
+        self.models.verifier.close()
         self.webhooks.close()
         self.containers.close()
 

@@ -36,8 +36,14 @@ class Settings(BaseSettings):
     max_retries: int = Field(8, ge=0)
     retry_backoff_max: float = Field(30.0, gt=0)
     disk_reserve_mb: int = Field(1024, ge=0)
+    hub_submit_timeout: float = Field(10.0, gt=0)
+    hub_submit_workers: int = Field(4, ge=1, le=64)
+    job_retention_days: float = Field(30.0, ge=0)
+    max_concurrent_verifies: int = Field(2, ge=1, le=16)
     rate_limit: str = "120/minute"
     rate_limit_enabled: bool = True
+    trusted_proxies: str = ""  # comma separated addresses/CIDRs whose X-Forwarded-For is believed
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
     docker_host: str | None = None
     inference_health_url: str | None = None
     inference_models_url: str | None = None
@@ -51,6 +57,7 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(5, ge=1, le=20)
     webhook_backoff_max: float = Field(30.0, gt=0)
     log_level: str = "info"
+    bandwidth_limit: str = ""  # e.g. 40MB/s; empty or 0: unlimited (PUT /api/limits changes it at run time)
     # Inspection, fit planner, catalog (docs/choosing-a-variant.md)
     gpu_memory_gb: float | None = Field(None, gt=0)        # GiB; unset: NVML, then nvidia-smi in the container
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)  # vLLM's --gpu-memory-utilization
@@ -63,6 +70,31 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, v: str) -> str:
         return v.rstrip("/")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, v: str) -> str:
+        from .request_guard import parse_networks
+        parse_networks(v)
+        return v
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, v: str) -> str:
+        from .callback_policy import CallbackPolicy
+        CallbackPolicy(v)   # a bad entry stops the start, not the first webhook
+        return v
+    @field_validator("bandwidth_limit")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        from .download.bandwidth import parse_rate
+        parse_rate(v)  # ValueError: the settings refuse it at start
+        return v.strip()
+
+    @property
+    def bandwidth_limit_bps(self) -> int:
+        from .download.bandwidth import parse_rate
+        return parse_rate(self.bandwidth_limit)
 
     @classmethod
     def from_environment(cls) -> "Settings":

@@ -15,7 +15,7 @@ from .settings import Settings
 from .validation import validate_repo_id
 
 log = logging.getLogger(__name__)
-ARGS_KEY = "INFERENCE_ARGS"   # the compose command expands it after the model id
+ARGS_KEY = envfile.ARGS_KEY
 
 
 class SwitchService:
@@ -31,6 +31,7 @@ class SwitchService:
     def request(self, model_id: str, restart: bool, callback_url: str | None = None) -> dict:
         validate_repo_id(model_id)
         envfile.validate_env_value(model_id)
+        envfile.check_writable(self.settings.env_file)
         if not self.models.is_complete(model_id):
             raise Conflict(f"{model_id} is not completely downloaded.", code="model_not_downloaded")
         self.serve_env(model_id)   # a profile the allow-list refuses is refused now, not mid-switch
@@ -95,7 +96,11 @@ class SwitchService:
         result["served_model_names"] = [self.settings.served_model_alias, model_id]
         result["inference_args"] = serve.get(ARGS_KEY, "")
         # The model and its arguments change together in one write, and roll back together.
-        result["previous_model"] = envfile.set_values(env_path, serve)["DEFAULT_MODEL"]
+        try:
+            result["previous_model"] = envfile.set_values(env_path, serve)["DEFAULT_MODEL"]
+        except OSError:   # it became unwritable after the submit's check
+            envfile.check_writable(env_path)
+            raise
         step("env_rewritten", {"env_file": str(env_path)})
         log.info("job %s: switch %s -> %s", live.job_id, result["previous_model"], model_id)
         if not restart:

@@ -10,20 +10,22 @@ returns, without the `webhook` field) when it reaches complete, failed or cancel
   all). A 3xx is never followed and, like other 4xx answers, fails at once.
 - The delivery state is kept on the job as `webhook`:
   `{"status": "pending|delivered|failed", "attempts", "last_status", "last_error"}`.
+- Every attempt asks the callback policy (api/callback_policy.py) again and connects to the very
+  address it checked, with the URL's host in the Host header and TLS SNI (no DNS rebinding).
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import threading
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from .callback_policy import CallbackPolicy, Target
 from .errors import InvalidInput
 from .settings import Settings
 
@@ -38,7 +40,8 @@ DEFAULT_TIMEOUT = 10.0
 RETRY_STATUSES = (408, 409, 425, 429)
 
 
-def validate_callback_url(url: str | None, settings: Settings) -> str | None:
+def validate_callback_url(url: str | None, policy: CallbackPolicy) -> str | None:
+    """None for no callback; the URL when it is well formed and the policy allows it, else 422."""
     if url is None or url == "":
         return None
     host = None
@@ -46,16 +49,24 @@ def validate_callback_url(url: str | None, settings: Settings) -> str | None:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018 - raises on a bad port
-        scheme = parts.scheme
+        scheme, userinfo = parts.scheme, parts.username is not None
     except ValueError:  # a bad port, an unclosed IPv6 bracket ...
-        host, scheme = None, ""
-    if len(url) > 2000 or scheme not in ("http", "https") or not host or any(c in url for c in "\r\n\t "):
+        host, scheme, userinfo = None, "", False
+    if (len(url) > 2000 or scheme not in ("http", "https") or not host or userinfo
+            or any(c in url for c in "\r\n\t ")):
         raise InvalidInput("callback_url must be an absolute http(s) URL.", code="invalid_callback_url")
-    allowed = [h.strip().lower() for h in settings.webhook_allowed_hosts.split(",") if h.strip()]
-    if allowed and host.lower() not in allowed:
-        raise InvalidInput(f"callback_url host {host!r} is not in WEBHOOK_ALLOWED_HOSTS.",
-                           code="callback_host_not_allowed")
+    policy.check(url)
     return url
+
+
+def connect_request(target: Target) -> tuple[str, dict[str, str], dict]:
+    """The URL with the checked address in place of the name, the Host header and the TLS extension."""
+    parts = urlsplit(target.url)
+    address = f"[{target.address}]" if ":" in target.address else target.address
+    url = urlunsplit((parts.scheme, f"{address}:{target.port}", parts.path, parts.query, ""))
+    host_header = parts.netloc.rpartition("@")[2]
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    return url, {"Host": host_header}, extensions
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -73,9 +84,11 @@ class _Permanent(Exception):
 class WebhookNotifier:
     """Called by the job manager when a job reaches complete, failed or cancelled."""
 
-    def __init__(self, settings: Settings, store, attempts: int | None = None, max_wait: float | None = None):
+    def __init__(self, settings: Settings, store, attempts: int | None = None, max_wait: float | None = None,
+                 policy: CallbackPolicy | None = None):
         self.settings = settings
         self.store = store
+        self.policy = policy or CallbackPolicy(getattr(settings, "webhook_allowed_hosts", ""))
         self.attempts = max(1, int(attempts if attempts is not None
                                    else getattr(settings, "webhook_max_attempts", DEFAULT_MAX_ATTEMPTS)))
         self.max_wait = float(max_wait if max_wait is not None
@@ -114,8 +127,15 @@ class WebhookNotifier:
                 raise InterruptedError()
             state["attempts"] += 1
             try:
+                target = self.policy.check(url)
+            except InvalidInput as e:   # the host now resolves somewhere it may not go
+                state["last_status"], state["last_error"] = None, f"{e.code}: {e.detail}"
+                self._save(job_id, state)
+                raise _Permanent() from e
+            connect_url, host, extensions = connect_request(target)
+            try:
                 with httpx.Client(follow_redirects=False, timeout=self.timeout) as client:
-                    r = client.post(url, content=body, headers=headers)
+                    r = client.post(connect_url, content=body, headers={**headers, **host}, extensions=extensions)
             except httpx.HTTPError as e:
                 state["last_status"], state["last_error"] = None, type(e).__name__
                 self._save(job_id, state)
@@ -152,9 +172,3 @@ class WebhookNotifier:
         self._save(job_id, state)
         return state
 
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"

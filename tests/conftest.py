@@ -56,7 +56,9 @@ def make_settings(tmp: Path, sim: HubSim, **over) -> Settings:
     base = dict(proxy_api_key=API_KEY, hf_endpoint=sim.url, models_dir=tmp / "models", state_db=tmp / "state.db",
                 env_file=env_file, serve_profiles_file=tmp / "serve-profiles.yaml", rate_limit_enabled=False, max_retries=4, retry_backoff_max=0.5,
                 stall_timeout=3.0, connect_timeout=3.0, disk_reserve_mb=0, part_size_mb=4,
-                docker_host="unix:///nonexistent-docker.sock")
+                docker_host="unix:///nonexistent-docker.sock",
+                # Test receivers (and N8n in tests/e2e) listen on loopback at random ports.
+                webhook_allowed_hosts="127.0.0.1:*,[::1]:*")
     base.update(over)
     return Settings(_env_file=None, **base)
 

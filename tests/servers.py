@@ -37,7 +37,9 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message
 @contextlib.contextmanager
 def serve_in_thread(app, port: int | None = None):
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    # proxy_headers=False as in api/__main__.py: X-Forwarded-For is the API's own business.
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                            proxy_headers=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -119,3 +119,25 @@ def test_flat_json_body_is_accepted_like_query_parameters(api, sim):
     wait_complete(api, again["job_id"])
     r = api.post(f"/api/jobs/{again['job_id']}/cancel", json={"discard": True})
     assert_error(r, 409)
+
+
+def test_manual_instructions_are_shell_safe_and_keep_excludes(api, sim, real, tmp_path):
+    """auto=false: the `hf download` line, run by a shell, passes every value as one argument."""
+    import shlex
+    import subprocess
+    evil = "x';touch PWNED;echo '"
+    r = api.post("/api/download-model", json={"model_id": REAL, "auto": False, "revision": "v1.0",
+                                              "include": [evil, "*.json"], "exclude": ["*.bin", "$(touch PWNED2)"]})
+    assert r.status_code == 200, r.text
+    line = r.json()["instructions"][-1]
+    expected = ["hf", "download", REAL, "--revision", "v1.0", "--cache-dir", str(api.settings.hf_cache),
+                "--include", evil, "--include", "*.json", "--exclude", "*.bin", "--exclude", "$(touch PWNED2)"]
+    assert shlex.split(line) == expected
+    # The shell agrees: a stand-in `hf` prints the arguments it received, and nothing runs.
+    shell_dir = tmp_path / "shell"
+    shell_dir.mkdir()
+    out = subprocess.run(["bash", "-c", 'hf() { printf "%s\\n" "$@"; }; ' + line], cwd=shell_dir,
+                         capture_output=True, text=True, timeout=30)
+    assert out.stdout.splitlines() == expected[1:]
+    assert not list(shell_dir.iterdir()), "the instruction line ran a command"
+    _nothing_written(api, sim)

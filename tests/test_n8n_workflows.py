@@ -12,6 +12,8 @@ from api import Settings, create_app
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / "docs" / "n8n").glob("*.json"))
 HTTP = "n8n-nodes-base.httpRequest"
+SCHEDULE = "n8n-nodes-base.scheduleTrigger"
+CRON = re.compile(r"^[0-9*/,-]+ [0-9*/,-]+ [0-9*/,-]+ [0-9*/,-]+ [0-9*/,-]+$")
 EXPR = re.compile(r"\{\{.*?\}\}")
 ID = re.compile(r"^[A-Za-z0-9]{1,36}$")
 
@@ -94,8 +96,8 @@ def test_connections_reference_existing_nodes(path):
                     assert t["node"] in names, f"{source} -> unknown node {t['node']!r}"
                     assert t["type"] == "main" and isinstance(t["index"], int)
                     reached.add(t["node"])
-    trigger = next(n["name"] for n in wf["nodes"] if n["type"] == "n8n-nodes-base.manualTrigger")
-    assert names - reached == {trigger}, f"nodes nothing leads to: {names - reached - {trigger}}"
+    triggers = {n["name"] for n in wf["nodes"] if n["type"] in ("n8n-nodes-base.manualTrigger", SCHEDULE)}
+    assert names - reached == triggers, f"nodes nothing leads to: {names - reached - triggers}"
     # every expression $('Node') refers to a node of this workflow
     for ref in re.findall(r"\$\('([^']+)'\)", json.dumps(wf)):
         assert ref in names, f"expression refers to unknown node {ref!r}"
@@ -215,3 +217,19 @@ def test_fit_check_workflow_dry_runs_before_it_downloads():
     test = json.dumps(by_name["Fits GPU and disk?"]["parameters"])
     assert "$json.body.fit.verdict" in test and "$json.body.disk.verdict" in test
     assert by_name["Does not fit"]["type"] == "n8n-nodes-base.stopAndError"
+
+
+def test_office_hours_workflow_lowers_the_limit_by_schedule():
+    wf = load(ROOT / "docs/n8n/office-hours-bandwidth.json")
+    by_name = {n["name"]: n for n in wf["nodes"]}
+    crons = [i["expression"] for n in wf["nodes"] if n["type"] == SCHEDULE
+             for i in n["parameters"]["rule"]["interval"] if i["field"] == "cronExpression"]
+    assert sorted(crons) == ["0 19 * * 1-5", "0 8 * * 1-5"] and all(CRON.match(c) for c in crons)
+    put = by_name["Set bandwidth limit"]["parameters"]
+    assert put["method"] == "PUT" and api_path(put["url"]) == "/api/limits"
+    assert put["queryParameters"]["parameters"] == [{"name": "bandwidth_bps", "value": "={{ $json.bandwidth }}"}]
+    pick = json.dumps(by_name["Pick the limit"]["parameters"])
+    assert "$now.hour" in pick and "$now.weekday" in pick and "office_limit" in pick and "night_limit" in pick
+    nxt = {s: [t["node"] for ts in o["main"] for t in ts] for s, o in wf["connections"].items()}
+    assert nxt["Office hours begin"] == nxt["Office hours end"] == nxt["Start"] == ["Config"]
+    assert nxt["Applied?"] == ["Limit applied", "Limit refused"]

@@ -1,9 +1,10 @@
-"""Webhooks against a real receiver: an http.server on 127.0.0.1 in a thread that records requests."""
+"""Webhooks against a real receiver: an http.server on loopback in a thread that records requests."""
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,7 +20,8 @@ from .servers import wait_until
 class Receiver:
     """Records every request; answers from a script of (status, headers) then 200."""
 
-    def __init__(self, script=None):
+    def __init__(self, script=None, host: str = "127.0.0.1"):
+        self.host = host
         self.requests: list[dict] = []
         self.script = list(script or [])
         self._lock = threading.Lock()
@@ -44,12 +46,15 @@ class Receiver:
             def log_message(self, *a):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server_class = type("Server", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6}) \
+            if ":" in host else ThreadingHTTPServer
+        self.server = server_class((host, 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.server.server_address[1]}"
 
     def __enter__(self):
         self.thread.start()
@@ -191,24 +196,25 @@ def test_unreachable_receiver_fails_after_retries(api_factory, sim):
 
 
 def test_allowed_hosts(api_factory, sim, receiver):
-    api = api_factory(webhook_allowed_hosts="n8n.internal, 127.0.0.1", **FAST)
+    port = receiver.server.server_address[1]
+    api = api_factory(webhook_allowed_hosts=f"n8n.internal, 127.0.0.1:{port}", **FAST)
     repo = small_repo(sim, "wh/allowed")
     body = assert_error(api.post("/api/download-model", params={"model_id": repo,
                                                                 "callback_url": "http://evil.example/x"}),
-                        422, "callback_host_not_allowed")
+                        422, "callback_not_allowed")
     assert "WEBHOOK_ALLOWED_HOSTS" in body["detail"]
-    assert_error(api.post("/api/download-model", params={"model_id": repo, "callback_url": "http://localhost:1/x"}),
-                 422, "callback_host_not_allowed")
+    assert_error(api.post("/api/download-model", params={"model_id": repo, "callback_url": f"http://127.0.0.1:{port + 1}/x"}),
+                 422, "callback_not_allowed")
     # JSON body form is checked the same way
     assert_error(api.post("/api/download-model", json={"model_id": repo, "callback_url": "https://evil.example/"}),
-                 422, "callback_host_not_allowed")
+                 422, "callback_not_allowed")
     assert api.get("/api/jobs").json() == [], "a refused callback creates no job"
     # the other routes that take callback_url refuse too
     assert_error(api.post("/api/models/verify", params={"model_id": repo, "callback_url": "http://evil.example/"}),
-                 422, "callback_host_not_allowed")
+                 422, "callback_not_allowed")
     assert_error(api.put("/api/active-model", params={"model_id": repo, "restart": "false",
                                                       "callback_url": "http://evil.example/"}),
-                 422, "callback_host_not_allowed")
+                 422, "callback_not_allowed")
     # an allowed host (case-insensitive) works
     j = start(api, repo, callback_url=receiver.url + "/ok")
     assert webhook_state(api, j["job_id"])["status"] == "delivered"

@@ -13,10 +13,30 @@ from pathlib import Path
 
 from huggingface_hub._tree_cache import TreeCacheEntry, write_tree_cache
 
+from ..errors import DownloadError
 from ..validation import repo_folder_name
 from .hub import FileEntry, Plan
 
 STAGING = ".llmbox-partial"
+
+
+def inside(path: Path, base: Path) -> Path:
+    """`path` if it lands strictly inside `base` once every existing symlink on the way is followed
+    (the last component is not followed: it is the entry about to be written). A second line
+    behind the Hub metadata checks: no name from the Hub writes outside the cache."""
+    real_base = os.path.realpath(base)
+    real = os.path.join(os.path.realpath(path.parent), path.name)
+    if path.name in ("", ".", "..") or real == real_base or os.path.commonpath([real_base, real]) != real_base:
+        raise DownloadError(f"Refused to write {path}: it lands outside {base}.", "hub_error", permanent=True)
+    return path
+
+
+def _name(key: str) -> str:
+    """A blob key names one entry of a folder: with no separator, NUL, or dot-only name it cannot
+    leave that folder (a cheap check for the hot paths; the Hub's keys are hex anyway)."""
+    if not key or "/" in key or "\\" in key or "\0" in key or key in (".", ".."):
+        raise DownloadError(f"Refused the blob name {key!r}: not a plain file name.", "hub_error", permanent=True)
+    return key
 
 
 class HFCache:
@@ -32,7 +52,10 @@ class HFCache:
         return self.root / repo_folder_name(repo_id)
 
     def blob_path(self, repo_id: str, key: str) -> Path:
-        return self.repo_dir(repo_id) / "blobs" / key
+        return self.repo_dir(repo_id) / "blobs" / _name(key)
+
+    def staged(self, key: str, suffix: str = ".part") -> Path:
+        return self.staging / (_name(key) + suffix)
 
     def has_blob(self, repo_id: str, f: FileEntry) -> bool:
         try:
@@ -53,11 +76,12 @@ class HFCache:
 
     def place_snapshot(self, plan: Plan) -> Path:
         repo = self.repo_dir(plan.repo_id)
-        snap = repo / "snapshots" / plan.commit
+        snap = inside(repo / "snapshots" / plan.commit, repo / "snapshots")
+        inside(repo / "trees" / f"{plan.commit}.json", repo / "trees")
         for f in plan.files:
-            link = snap / f.path
+            link = inside(snap / f.path, snap)
             link.parent.mkdir(parents=True, exist_ok=True)
-            rel = os.path.relpath(repo / "blobs" / f.key, link.parent)
+            rel = os.path.relpath(self.blob_path(plan.repo_id, f.key), link.parent)
             tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}.tmp")
             os.symlink(rel, tmp)
             os.replace(tmp, link)
@@ -66,7 +90,7 @@ class HFCache:
                                    lfs_size=f.size if f.lfs_sha256 else None)
             for f in plan.tree or plan.files})
         if plan.revision != plan.commit:
-            ref = repo / "refs" / plan.revision
+            ref = inside(repo / "refs" / plan.revision, repo / "refs")
             ref.parent.mkdir(parents=True, exist_ok=True)
             tmp = ref.with_name(f".{ref.name}.{uuid.uuid4().hex[:8]}.tmp")
             tmp.write_text(plan.commit)

@@ -14,6 +14,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from ..errors import DownloadError
 from ..settings import Settings
+from .bandwidth import JobThrottle, TokenBucket
 from .cache import HFCache
 from .http import TransientError
 from .hub import FileEntry, Plan, make_plan
@@ -48,8 +49,9 @@ class Progress:
 
 class DownloadEngine:
     def __init__(self, settings: Settings, cache: HFCache, registry: TransferRegistry,
-                 on_bytes: Callable[[int], None] | None = None):
+                 on_bytes: Callable[[int], None] | None = None, bandwidth: TokenBucket | None = None):
         self.settings = settings
+        self.bandwidth = bandwidth or TokenBucket(settings.bandwidth_limit_bps)  # shared by every job
         self.cache = cache
         self.registry = registry
         self.on_bytes = on_bytes
@@ -69,7 +71,7 @@ class DownloadEngine:
                             reraise=True)
         try:
             return retrying(make_plan, self.settings.hf_endpoint, self.settings.token(), repo_id, revision,
-                            include, exclude)
+                            include, exclude, self.settings.stall_timeout)
         except TransientError as e:
             raise DownloadError(f"{e}; gave up after {self.settings.max_retries} retries.", "hub_unreachable") from e
 
@@ -79,26 +81,31 @@ class DownloadEngine:
         for f in plan.files:
             if self.cache.has_blob(plan.repo_id, f):
                 continue
-            staged = self.cache.staging / f"{f.key}.part"
+            staged = self.cache.staged(f.key)
             need += f.size if not staged.exists() else max(0, f.size - _allocated(staged))
         return need
 
-    def options(self) -> TransferOptions:
+    def options(self, throttle: JobThrottle | None = None) -> TransferOptions:
         s = self.settings
         return TransferOptions(connections=s.download_connections, part_size=s.part_size_mb << 20,
                                stall_timeout=s.stall_timeout, connect_timeout=s.connect_timeout,
                                max_retries=s.max_retries, backoff_max=s.retry_backoff_max,
-                               token=s.token(), on_bytes=self.on_bytes, slots=self.registry.slots)
+                               token=s.token(), on_bytes=self.on_bytes, slots=self.registry.slots,
+                               throttle=throttle)
 
     def spec(self, plan: Plan, f: FileEntry) -> BlobSpec:
         url = f"{self.settings.hf_endpoint}/{plan.repo_id}/resolve/{plan.commit}/{quote(f.path)}"
         return BlobSpec(f.key, f.size, url, f.lfs, f"{plan.repo_id}@{plan.commit[:8]}:{f.path}")
 
-    def run(self, plan: Plan, progress: Progress, abort: threading.Event) -> dict:
+    def throttle(self, max_bps: int = 0) -> JobThrottle:
+        return JobThrottle(self.bandwidth, max_bps)
+
+    def run(self, plan: Plan, progress: Progress, abort: threading.Event,
+            throttle: JobThrottle | None = None) -> dict:
         progress.bytes_total = plan.total_bytes
         progress.files_total = len(plan.files)
         self.cache.staging.mkdir(parents=True, exist_ok=True)
-        opts = self.options()
+        opts = self.options(throttle or self.throttle())
         reused = 0
 
         def one(f: FileEntry) -> None:
@@ -114,6 +121,7 @@ class DownloadEngine:
                     return
                 log.warning("blob %s of %s fails its checksum; fetching it again", f.key[:12], plan.repo_id)
                 blob.unlink(missing_ok=True)
+            self.cache.staged(f.key)  # the transfer names its files after the key: inside staging only
             t = self.registry.acquire(spec, opts)
             with progress.lock:
                 progress.active[f.path] = t
@@ -157,7 +165,7 @@ class DownloadEngine:
         for f in plan.files:
             if f.key in busy:
                 continue
-            for p in (self.cache.staging / f"{f.key}.part", self.cache.staging / f"{f.key}.json"):
+            for p in (self.cache.staged(f.key), self.cache.staged(f.key, ".json")):
                 try:
                     freed += _allocated(p)
                     p.unlink()

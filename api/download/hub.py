@@ -1,11 +1,13 @@
 """Repository metadata through huggingface_hub: revision -> commit, the tree, pattern selection."""
 from __future__ import annotations
 
+import json
 import logging
+import re
 from dataclasses import dataclass, field
 
 import httpx2
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, get_session
 from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError,
                                     RepositoryNotFoundError, RevisionNotFoundError)
 from huggingface_hub.hf_api import RepoFile
@@ -15,6 +17,68 @@ from ..errors import DownloadError
 from .http import TransientError
 
 log = logging.getLogger(__name__)
+COMMIT = re.compile(r"[0-9a-f]{40}")    # huggingface_hub's REGEX_COMMIT_HASH; also a git blob sha1
+SHA256 = re.compile(r"[0-9a-f]{64}")    # huggingface_hub's REGEX_SHA256
+MAX_PATH = 4096
+
+
+class HubMetadataError(DownloadError):
+    """The Hub (or a mirror) answered metadata that cannot be trusted to name files: refused whole."""
+
+    def __init__(self, what: str, problem: str):
+        super().__init__(f"The Hub sent unusable metadata for {what}: {problem}.", "hub_error", permanent=True)
+
+
+def _bad_path(p: object) -> bool:
+    """What huggingface_hub refuses to place in a snapshot, and then some: only a relative,
+    normalised POSIX path of printable parts may name a file."""
+    if not isinstance(p, str) or not p or len(p) > MAX_PATH or "\\" in p or p.startswith("/"):
+        return True
+    if any(ord(c) < 0x20 or c == "\x7f" for c in p):
+        return True
+    return any(part in ("", ".", "..") for part in p.split("/"))
+
+
+def _bad_size(n: object) -> bool:
+    return type(n) is not int or n < 0
+
+
+def check_entry(what: str, f: "FileEntry") -> None:
+    if _bad_path(f.path):
+        raise HubMetadataError(what, f"file path {f.path!r} is not a relative path inside the repository")
+    if _bad_size(f.size):
+        raise HubMetadataError(what, f"size {f.size!r} of {f.path!r} is not a non-negative integer")
+    if not isinstance(f.blob_id, str) or not COMMIT.fullmatch(f.blob_id):
+        raise HubMetadataError(what, f"oid {f.blob_id!r} of {f.path!r} is not a 40-hex git blob id")
+    if f.lfs_sha256 is not None and (not isinstance(f.lfs_sha256, str) or not SHA256.fullmatch(f.lfs_sha256)):
+        raise HubMetadataError(what, f"LFS oid {f.lfs_sha256!r} of {f.path!r} is not a 64-hex sha256")
+
+
+def check_commit(what: str, commit: object) -> str:
+    if not isinstance(commit, str) or not COMMIT.fullmatch(commit):
+        raise HubMetadataError(what, f"commit {commit!r} is not 40 hex characters")
+    return commit
+
+
+def check_tree(what: str, tree: list["FileEntry"]) -> None:
+    """Every value that becomes a path, a blob name or a byte count, checked before any is used."""
+    seen: set[str] = set()
+    for f in tree:
+        check_entry(what, f)
+        if f.path in seen:
+            raise HubMetadataError(what, f"{f.path!r} is listed twice")
+        seen.add(f.path)
+    dirs = {"/".join(p.split("/")[:i]) for p in seen for i in range(1, p.count("/") + 1)}
+    clash = seen & dirs
+    if clash:
+        raise HubMetadataError(what, f"{sorted(clash)[0]!r} is both a file and a folder")
+
+
+def _entry(what: str, f: RepoFile) -> "FileEntry":
+    lfs = f.lfs
+    if lfs is not None and lfs.size != f.size:
+        raise HubMetadataError(what, f"LFS size {lfs.size!r} of {f.path!r} differs from its size {f.size!r}")
+    return FileEntry(f.path, f.size, f.blob_id, lfs.sha256 if lfs else None)
 
 
 @dataclass(frozen=True)
@@ -84,24 +148,35 @@ def _map_error(e: Exception, what: str) -> Exception:
         return DownloadError(f"The Hub answered HTTP {status} for {what}.", "hub_error", permanent=True)
     if isinstance(e, (httpx2.TransportError, OSError)):
         return TransientError(f"The Hub is unreachable ({type(e).__name__}) for {what}")
+    if isinstance(e, (json.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError)):
+        # Not JSON, or JSON of another shape: huggingface_hub fails while parsing it.
+        return DownloadError(f"The Hub answered malformed metadata for {what} ({type(e).__name__}).",
+                             "hub_error", permanent=True)
     return e
 
 
+def bound_hub_calls(connect_timeout: float, stall_timeout: float) -> None:
+    """huggingface_hub's shared client waits forever by default: a Hub that accepts and never
+    answers would hold a planning thread for good. Its calls get the engine's own timeouts."""
+    get_session().timeout = httpx2.Timeout(stall_timeout, connect=connect_timeout)
+
+
 def make_plan(endpoint: str, token: str | None, repo_id: str, revision: str,
-              include: list[str] | None = None, exclude: list[str] | None = None) -> Plan:
+              include: list[str] | None = None, exclude: list[str] | None = None,
+              timeout: float | None = None) -> Plan:
     """Resolve the revision and list the tree. Raises DownloadError (permanent) or TransientError."""
     what = f"{repo_id}@{revision}"
     api = HfApi(endpoint=endpoint, token=token or False)
     try:
-        info = api.repo_info(repo_id, revision=revision)
-        commit = info.sha
-        tree = [FileEntry(f.path, f.size, f.blob_id, f.lfs.sha256 if f.lfs else None)
-                for f in api.list_repo_tree(repo_id, revision=commit, recursive=True, expand=False)
+        info = api.repo_info(repo_id, revision=revision, timeout=timeout)  # the tree: the session's timeout
+        commit = check_commit(what, info.sha)  # before it goes into the tree URL and snapshots/<commit>
+        tree = [_entry(what, f) for f in api.list_repo_tree(repo_id, revision=commit, recursive=True, expand=False)
                 if isinstance(f, RepoFile)]
+    except HubMetadataError:
+        raise
     except Exception as e:  # noqa: BLE001 - mapped to the job's error codes
         raise _map_error(e, what) from e
-    if not commit or len(commit) != 40:
-        raise DownloadError(f"The Hub gave no commit for {what}.", "hub_error", permanent=True)
+    check_tree(what, tree)
     names = set(filter_repo_objects([f.path for f in tree], allow_patterns=include, ignore_patterns=exclude))
     files = [f for f in tree if f.path in names]
     if not files:

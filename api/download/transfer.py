@@ -23,6 +23,7 @@ from typing import Callable
 from tenacity import Retrying, retry_if_exception_type, wait_random_exponential
 
 from ..errors import DownloadError
+from .bandwidth import JobThrottle
 from .http import Connection, Origin, RangeIgnored, TransientError, auth_headers, error_for, resolve_location
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class TransferOptions:
     token: str | None = None
     on_bytes: Callable[[int], None] | None = None   # metrics hook
     slots: threading.Semaphore | None = None        # connections shared by every transfer of the process
+    throttle: JobThrottle | None = None            # bandwidth limits (bandwidth.py)
 
 
 def new_hasher(spec: BlobSpec):
@@ -405,10 +407,15 @@ class BlobTransfer:
                     raise Aborted(self.spec.what)
                 # read1, not readinto: readinto blocks until the whole buffer is full, so on a stall
                 # or a kill up to BUF_SIZE bytes per connection that already arrived were lost.
-                data = resp.read1(min(len(buf), part.remaining))
+                want = min(len(buf), part.remaining)
+                if self.opts.throttle is not None:
+                    want = self.opts.throttle.read_size(want)
+                data = resp.read1(want)
                 n = len(data)
                 if not n:
                     raise TransientError(f"connection closed early for {self.spec.what}")
+                if self.opts.throttle is not None:
+                    self.opts.throttle(n, self._abort)
                 os.pwrite(fd, data, pos)
                 pos += n
                 with self._cond:

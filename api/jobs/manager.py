@@ -1,7 +1,7 @@
 """The job queue: download jobs under a concurrency limit, other kinds at once; all in SQLite.
 
-Work runs in threads so the event loop only ever reads snapshots. A ticker samples progress,
-smooths speed and writes it to the table about once a second.
+Work runs in threads so the event loop only ever reads snapshots. A ticker (ticker.py) samples
+progress, smooths speed and writes it to the table about once a second.
 """
 from __future__ import annotations
 
@@ -10,14 +10,18 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+from ..download.bandwidth import JobThrottle
 from ..download.engine import DownloadEngine, Progress, disk_free
 from ..download.hub import Plan
 from ..download.transfer import Aborted
 from ..errors import ApiError, Conflict, DownloadError, InsufficientStorage, NotFound, QueueFull
 from ..settings import Settings
+from .hubgate import HubGate
 from .store import ACTIVE, FINAL, JobStore, now_iso
+from .ticker import tick_loop
 
 log = logging.getLogger(__name__)
 RUNNING = ("downloading", "verifying", "running")  # "running": a switch job (an addition to the contract)
@@ -64,6 +68,7 @@ class LiveJob:
     attempts_base: int = 0
     result: dict | None = None   # partial result of a non-download job (switch steps)
     finalizing: bool = False     # final row written, hooks still running: readers see it as running
+    throttle: JobThrottle | None = None   # a download's bandwidth limits (and whether they hold it back)
 
 
 Runner = Callable[[LiveJob, dict], dict | None]
@@ -74,6 +79,7 @@ class JobManager:
         self.settings = settings
         self.store = store
         self.engine = engine
+        self.hub = HubGate(settings.hub_submit_workers, settings.hub_submit_timeout)
         self.runners: dict[str, Runner] = {"download": self._run_download}
         self.final_hooks: list[Callable[[dict], None]] = []
         self._live: dict[str, LiveJob] = {}
@@ -81,6 +87,7 @@ class JobManager:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._started = False
+        self.max_concurrent = settings.max_concurrent_downloads   # PUT /api/limits changes it
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -88,13 +95,27 @@ class JobManager:
             if rec["kind"] == "download":
                 # Interrupted by a crash or restart: back in the queue, its parts resume from disk.
                 self.store.update(rec["job_id"], status="queued")
-            elif rec["status"] != "queued":
+            else:   # other kinds start at once when submitted: a queued one was waiting for a slot
                 self.store.update(rec["job_id"], status="failed", error_code="interrupted",
                                   error="The service stopped while this job ran.", completed_at=now_iso())
+        self.prune()
         self._started = True
-        self._ticker = threading.Thread(target=self._tick_loop, name="job-ticker", daemon=True)
+        self._ticker = threading.Thread(target=tick_loop, args=(self.store, self._progressing, self.prune, self._stop),
+                                        name="job-ticker", daemon=True)
         self._ticker.start()
         self.schedule()
+
+    def prune(self) -> int:
+        """Finished jobs older than JOB_RETENTION_DAYS leave the table (0 keeps them all): what the
+        scheduler, submit and the lists read stays the size of what is going on, not of history."""
+        days = self.settings.job_retention_days
+        if not days:
+            return 0
+        before = (datetime.now(timezone.utc) - timedelta(days=days)).isoformat(timespec="milliseconds")
+        n = self.store.prune(before.replace("+00:00", "Z"))
+        if n:
+            log.info("pruned %d jobs finished before %s", n, before)
+        return n
 
     def shutdown(self, timeout: float = 15.0) -> None:
         self._stop.set()
@@ -103,6 +124,7 @@ class JobManager:
             for j in live:
                 j.stop_reason = "queued" if j.kind == "download" else None
                 j.abort.set()
+        self.hub.close()
         deadline = time.monotonic() + timeout
         for j in live:
             if j.thread:
@@ -142,7 +164,16 @@ class JobManager:
             "completed_at": rec["completed_at"], "status_url": f"/api/jobs/{rec['job_id']}",
             "callback_url": rec["callback_url"], "result": result,
             **({"webhook": rec["webhook"]} if rec.get("webhook") else {}),
+            **self._limit_view(rec, live, status),
         }
+
+    @staticmethod
+    def _limit_view(rec: dict, live: LiveJob | None, status: str) -> dict:
+        if rec["kind"] != "download":
+            return {}
+        throttle = live.throttle if live is not None else None
+        return {"max_bps": (rec["params"] or {}).get("max_bps"),
+                "throttled": bool(throttle and status == "downloading" and throttle.throttled)}
 
     def get(self, job_id: str) -> dict:
         rec = self.store.get(job_id)
@@ -161,22 +192,39 @@ class JobManager:
         return rec
 
     def active_download(self, model_id: str, revision: str | None = None) -> dict | None:
-        rows = self.store.query(kind="download", model_id=model_id, revision=revision, statuses=ACTIVE, limit=1)
+        rows = self.active_downloads(model_id, revision, limit=1)
         return rows[0] if rows else None
+
+    def active_downloads(self, model_id: str, revision: str | None = None, limit: int = 100) -> list[dict]:
+        return self.store.query(kind="download", model_id=model_id, revision=revision, statuses=ACTIVE, limit=limit)
+
+    def joinable(self, model_id: str, revision: str, include: list[str] | None,
+                 exclude: list[str] | None) -> dict | None:
+        """The active download this request may join: same model, revision and file selection. A
+        request for other files is a job of its own, never a join that would drop its files."""
+        want = _selection(include, exclude)
+        for rec in self.active_downloads(model_id, revision):
+            params = rec["params"] or {}
+            if _selection(params.get("include"), params.get("exclude")) == want:
+                return rec
+        return None
 
     def submit_download(self, model_id: str, revision: str, include: list[str] | None,
                         exclude: list[str] | None, callback_url: str | None = None,
-                        activate: bool = False) -> tuple[dict, bool]:
-        """Returns (job, created). Permanent Hub errors answer at once; a Hub outage queues the job."""
-        params = {"include": include, "exclude": exclude, "activate": activate}
-        existing = self.active_download(model_id, revision)
+                        activate: bool = False, max_bps: int | None = None,
+                        deadline: float | None = None) -> tuple[dict, bool]:
+        """Returns (job, created). Permanent Hub errors answer at once; a Hub outage, or a Hub
+        slower than the deadline, queues the job (its worker plans with retries)."""
+        params = {"include": include, "exclude": exclude, "activate": activate,
+                  **({"max_bps": max_bps} if max_bps else {})}
+        existing = self.joinable(model_id, revision, include, exclude)
         if existing:
             return self._join(existing, activate), False
-        if self.store.count(("queued",), "download") >= self.settings.max_queue_length:
-            raise QueueFull("The download queue is full; try again later.", headers={"Retry-After": "30"})
+        self._check_queue()
         plan = None
         try:
-            plan = self.engine.plan(model_id, revision, include, exclude, abort=_NO_RETRY)
+            plan = self.hub.call(self.engine.plan, model_id, revision, include, exclude, abort=_NO_RETRY,
+                                 deadline=deadline)
         except DownloadError as e:
             if e.permanent:
                 rec = self._new_record("download", model_id, revision, "failed", params=params,
@@ -189,9 +237,10 @@ class JobManager:
         if plan is not None:
             self.check_disk(plan)
         with self._lock:
-            existing = self.active_download(model_id, revision)
+            existing = self.joinable(model_id, revision, include, exclude)
             if existing:
                 return self._join(existing, activate), False
+            self._check_queue()
             rec = self._new_record(
                 "download", model_id, revision, "queued", params=params, callback_url=callback_url,
                 plan=plan.to_json() if plan else None, bytes_total=plan.total_bytes if plan else 0,
@@ -199,6 +248,10 @@ class JobManager:
         log.info("job %s: download %s@%s queued", rec["job_id"], model_id, revision)
         self.schedule()
         return self.get(rec["job_id"]), True
+
+    def _check_queue(self) -> None:
+        if self.store.count(("queued",), "download") >= self.settings.max_queue_length:
+            raise QueueFull("The download queue is full; try again later.", headers={"Retry-After": "30"})
 
     def _join(self, existing: dict, activate: bool) -> dict:
         """A second request for a running download joins it; its activate=true is not dropped."""
@@ -214,7 +267,10 @@ class JobManager:
         promised = 0
         for rec in self.store.query(kind="download", statuses=ACTIVE, limit=1000):
             if rec["job_id"] != exclude_job and rec["plan"]:
-                promised += self.engine.needed_bytes(Plan.from_json(rec["plan"]))
+                try:
+                    promised += self.engine.needed_bytes(Plan.from_json(rec["plan"]))
+                except DownloadError:   # a plan stored before its names were checked: it fails when it runs
+                    continue
         if need > free - reserve - promised:
             raise InsufficientStorage(
                 f"{plan.repo_id} needs {need} more bytes; {free} are free, less a reserve of {reserve} and "
@@ -252,10 +308,13 @@ class JobManager:
         if rec["kind"] != "download" or rec["status"] not in ("paused", "cancelled", "failed"):
             raise Conflict(f"A {rec['status']} {rec['kind']} job cannot be resumed.", code="invalid_state")
         with self._lock:
-            other = self.active_download(rec["model_id"], rec["revision"])
+            params = rec["params"] or {}
+            other = self.joinable(rec["model_id"], rec["revision"], params.get("include"), params.get("exclude"))
             if other and other["job_id"] != job_id:
-                raise Conflict(f"Job {other['job_id']} already downloads this model.", code="download_in_progress")
-            self.store.update(job_id, status="queued", error=None, error_code=None, completed_at=None)
+                raise Conflict(f"Job {other['job_id']} already downloads these files.", code="download_in_progress")
+            self._check_queue()  # a resumed job goes back in the queue: the same limit as a new one
+            self.store.update(job_id, status="queued", error=None, error_code=None, completed_at=None,
+                              reopen=True)
         self.schedule()
         return self.get(job_id)
 
@@ -279,7 +338,7 @@ class JobManager:
             return
         with self._lock:
             running = sum(1 for j in self._live.values() if j.kind == "download")
-            free = self.settings.max_concurrent_downloads - running
+            free = self.max_concurrent - running
             if free <= 0:
                 return
             for rec in self.store.query(kind="download", status="queued", limit=free, oldest_first=True):
@@ -290,9 +349,10 @@ class JobManager:
         with self._lock:
             live = LiveJob(rec["job_id"], rec["kind"], attempts_base=rec.get("attempts") or 0)
             live.status = {"download": "downloading", "verify": "verifying"}.get(rec["kind"], "running")
+            if not self.store.update(rec["job_id"], status=live.status,
+                                     started_at=rec.get("started_at") or now_iso(), attempts=live.attempts_base + 1):
+                return  # cancelled (final) between the query that picked it and now: nothing to run
             self._live[rec["job_id"]] = live
-            self.store.update(rec["job_id"], status=live.status, started_at=rec.get("started_at") or now_iso(),
-                              attempts=live.attempts_base + 1)
             live.thread = threading.Thread(target=self._run, args=(live, rec), daemon=True,
                                            name=f"job-{rec['job_id']}")
             live.thread.start()
@@ -341,7 +401,11 @@ class JobManager:
             freed = self.engine.discard_partials(Plan.from_json(rec["plan"]))
             fields["result"] = {"discarded": True, "freed_bytes": freed}
             fields["bytes_downloaded"] = 0
-        self.store.update(rec["job_id"], **fields)
+        if not self.store.update(rec["job_id"], **fields):
+            # Already final (cancelled while it ran its last step): that outcome stands, and its
+            # hooks have run.
+            log.info("job %s: already final, %s not recorded", rec["job_id"], status)
+            return
         log.info("job %s: %s %s -> %s%s", rec["job_id"], rec["kind"], rec["model_id"], status,
                  f" ({code})" if code else "")
         if status in FINAL:
@@ -369,30 +433,17 @@ class JobManager:
             raise DownloadError(e.detail, "insufficient_storage", permanent=True) from e
         live.progress = Progress()
         live.max_bytes = rec["bytes_downloaded"] or 0
-        return self.engine.run(plan, live.progress, live.abort)
+        live.throttle = self.engine.throttle(params.get("max_bps") or 0)
+        return self.engine.run(plan, live.progress, live.abort, live.throttle)
 
-    # -- ticker -----------------------------------------------------------------------------------
-    def _tick_loop(self) -> None:
-        last_write = 0.0
-        while not self._stop.wait(0.25):
-            now = time.monotonic()
-            write = now - last_write >= 1.0
-            with self._lock:
-                live = [j for j in self._live.values() if j.progress is not None]
-            for j in live:
-                p = j.progress
-                b = p.bytes_downloaded
-                j.max_bytes = max(j.max_bytes, b)
-                j.speed.sample(j.max_bytes, now)
-                if p.bytes_total and j.max_bytes >= p.bytes_total and j.status == "downloading":
-                    j.status = "verifying"
-                if write and not j.abort.is_set():
-                    self.store.update(j.job_id, bytes_downloaded=j.max_bytes, bytes_total=p.bytes_total,
-                                      files_done=p.files_done, files_total=p.files_total, status=j.status,
-                                      attempts=j.attempts_base + 1 + p.retries + sum(
-                                          t.retries for t in list(p.active.values())))
-            if write:
-                last_write = now
+    def _progressing(self) -> list[LiveJob]:
+        with self._lock:
+            return [j for j in self._live.values() if j.progress is not None]
+
+
+def _selection(include: list[str] | None, exclude: list[str] | None) -> tuple:
+    """A file selection, compared regardless of pattern order or repetition."""
+    return (tuple(sorted(set(include))) if include else None, tuple(sorted(set(exclude))) if exclude else None)
 
 
 class _NoRetry(threading.Event):

@@ -61,7 +61,13 @@ class JobStore:
                 if k not in have:
                     db.execute(f"ALTER TABLE jobs ADD COLUMN {k} {v.replace('PRIMARY KEY', '')}")
             db.execute("CREATE INDEX IF NOT EXISTS jobs_seq ON jobs(seq)")
-            db.execute("CREATE INDEX IF NOT EXISTS jobs_model ON jobs(model_id, revision, status)")
+            # The scheduler, the queue limit and the disk check ask "which jobs of a kind are in these
+            # states"; submit and the model list ask it per model. Both stay index lookups however
+            # many finished jobs the table holds.
+            db.execute("DROP INDEX IF EXISTS jobs_model")
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_kind_status ON jobs(kind, status, seq)")
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_model_status ON jobs(model_id, kind, status, seq)")
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_completed ON jobs(completed_at)")
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -117,12 +123,20 @@ class JobStore:
             keys = ", ".join(row)
             db.execute(f"INSERT INTO jobs ({keys}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
 
-    def update(self, job_id: str, **fields) -> None:
+    def update(self, job_id: str, *, reopen: bool = False, **fields) -> bool:
+        """Write fields; False when nothing was written. A write that sets `status` never touches a
+        job already in a final state (a late progress tick cannot flip `complete` back to
+        `verifying`): the condition is in the UPDATE itself, so no timing can get past it. Only
+        `reopen=True` (resume of a failed or cancelled job) moves a final job back."""
         row = self._encode(fields)
         if not row:
-            return
+            return False
         sets = ", ".join(f"{k} = ?" for k in row)
-        self._db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", [*row.values(), job_id])
+        sql, args = f"UPDATE jobs SET {sets} WHERE job_id = ?", [*row.values(), job_id]
+        if "status" in row and not reopen:
+            sql += f" AND status NOT IN ({', '.join('?' * len(FINAL))})"
+            args.extend(FINAL)
+        return self._db.execute(sql, args).rowcount > 0
 
     def get(self, job_id: str) -> dict | None:
         return self._decode(self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone())
@@ -149,6 +163,13 @@ class JobStore:
             sql += " AND kind = ?"
             args.append(kind)
         return self._db.execute(sql, args).fetchone()[0]
+
+    def prune(self, before_iso: str) -> int:
+        """Delete finished jobs completed before the given time. Returns how many."""
+        marks = ", ".join("?" * len(FINAL))
+        with self._tx() as db:
+            return db.execute(f"DELETE FROM jobs WHERE completed_at < ? AND status IN ({marks})",
+                              [before_iso, *FINAL]).rowcount
 
     def counts_by_status(self) -> dict[tuple[str, str], int]:
         return {(r[0], r[1]): r[2] for r in

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
-from ..deps import ContainersDep, ModelsDep, SettingsDep, SwitchDep
+from ..deps import CallbackPolicyDep, ContainersDep, ModelsDep, SettingsDep, SwitchDep
 from ..errors import ApiError
 from ._params import CallbackQ, Fields, ModelIdQ
 from .schemas import ERRORS, Job, ModelBody
@@ -28,11 +28,11 @@ def get_active(settings: SettingsDep, models: ModelsDep, containers: ContainersD
 
 @router.put("/active-model", summary="Switch the active model (202 with a switch job)", status_code=202,
             response_model=Job, responses=ERRORS)
-def put_active(switch: SwitchDep, settings: SettingsDep,
+def put_active(switch: SwitchDep, policy: CallbackPolicyDep,
                model_id: ModelIdQ = None,
                restart: Annotated[bool | None, Query(description="false: rewrite .env only")] = None,
                callback_url: CallbackQ = None,
                body: Annotated[ModelBody | None, Body()] = None) -> dict:
     f = Fields(body)
     return switch.request(f.model_id(model_id), f.flag("restart", restart, True),
-                          f.callback_url(callback_url, settings))
+                          f.callback_url(callback_url, policy))

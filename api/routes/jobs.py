@@ -15,7 +15,7 @@ from .schemas import ERRORS, Job
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="the job's id")]
 Status = Literal["queued", "downloading", "verifying", "paused", "complete", "failed", "cancelled", "running"]
-Kind = Literal["download", "verify", "switch", "delete"]
+Kind = Literal["download", "verify", "switch", "delete", "limits"]
 
 
 # Read routes are async: a WAL read never waits for a writer, and skipping the thread pool keeps

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
-from ..deps import ModelsDep, SettingsDep
+from ..deps import CallbackPolicyDep, ModelsDep
 from ..validation import validate_repo_id
 from ._params import CallbackQ, Fields, FlagQ, ModelIdQ
 from .schemas import ERRORS, Job, ModelBody, ModelInfo
@@ -25,12 +25,14 @@ def model_status(models: ModelsDep, model_id: ModelIdQ = None) -> dict:
 
 
 @router.post("/models/verify", summary="Hash every file of a cached model (202 with a verify job)",
-             status_code=202, response_model=Job, responses=ERRORS)
-def verify_model(models: ModelsDep, settings: SettingsDep, model_id: ModelIdQ = None,
+             status_code=202, response_model=Job,
+             responses={200: {"model": Job, "description": "The verify already running for this model"}, **ERRORS})
+def verify_model(models: ModelsDep, policy: CallbackPolicyDep, model_id: ModelIdQ = None,
                  callback_url: CallbackQ = None,
-                 body: Annotated[ModelBody | None, Body()] = None) -> dict:
+                 body: Annotated[ModelBody | None, Body()] = None) -> JSONResponse:
     f = Fields(body)
-    return models.start_verify(f.model_id(model_id), f.callback_url(callback_url, settings))
+    job, created = models.start_verify(f.model_id(model_id), f.callback_url(callback_url, policy))
+    return JSONResponse(job, status_code=202 if created else 200)
 
 
 @router.delete("/delete-model", summary="Delete a cached model (refuses the active one unless force=true)",

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..deps import ProfilesDep, SettingsDep
-from ..profiles import Profile
+from ..profiles import ARGS_SCHEMA, Profile
 from ._params import Fields, ModelIdQ
 from .schemas import ERRORS
 
@@ -18,7 +18,8 @@ class ProfileBody(BaseModel):
     # model_id is a query parameter only here: the body is the profile itself.
     model_config = ConfigDict(extra="ignore")
     args: dict[str, Any] | None = Field(None, description="vLLM flag (without `--`) -> value; {} removes the profile",
-                                        examples=[{"tensor-parallel-size": 2, "max-model-len": 32768}])
+                                        examples=[{"tensor-parallel-size": 2, "max-model-len": 32768}],
+                                        json_schema_extra=ARGS_SCHEMA)
 
 
 class ProfileInfo(BaseModel):

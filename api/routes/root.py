@@ -10,11 +10,15 @@ public = APIRouter(tags=["service"])
 router = APIRouter(tags=["service"])
 
 
-@public.get("/health", summary="Liveness, no token needed")
+@public.get("/health", summary="Liveness, no token needed (HEAD too)")
 def health(request: Request) -> dict:
     services = request.app.state.services
     return {"status": "ok", "version": __version__,
             "docker": "ok" if services.docker_available() else "unavailable"}
+
+
+# HEAD as well: load balancers and `curl -I` probe with it (uvicorn sends the headers, no body).
+public.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
 
 
 @router.get("/", summary="Service name, version and a map of endpoints")

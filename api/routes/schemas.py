@@ -3,14 +3,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from ..download.bandwidth import RATE_PATTERN
 from ..validation import PATTERNS_PATTERN, REPO_ID_PATTERN, REVISION_PATTERN
 from ._params import CALLBACK_PATTERN
 
 ModelIdField = Annotated[str | None, Field(pattern=REPO_ID_PATTERN, max_length=200)]
 CallbackField = Annotated[str | None, Field(pattern=CALLBACK_PATTERN, max_length=2000)]
 _Glob = Annotated[str, Field(pattern=PATTERNS_PATTERN, min_length=1, max_length=200)]
+
+
+def _number_only(v):
+    """A rate given as a string goes to the pattern-checked string branch, never lax int parsing."""
+    if isinstance(v, (str, bool)):
+        raise ValueError("not a number")
+    return v
+
+
+Rate = (Annotated[int, Field(ge=0), BeforeValidator(_number_only)]
+        | Annotated[str, Field(pattern=RATE_PATTERN, max_length=40)] | None)
 Patterns = Annotated[str, Field(pattern=PATTERNS_PATTERN, max_length=2000)] | list[_Glob] | None
 
 
@@ -23,7 +35,8 @@ class ErrorBody(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": desc} for code, desc in {
         401: "Missing or wrong bearer token", 403: "The Hub refused access (gated repo, token)",
-        404: "Not found", 409: "Conflict with the current state", 422: "Invalid input",
+        404: "Not found", 409: "Conflict with the current state",
+        413: "The request body is larger than MAX_BODY_BYTES", 422: "Invalid input",
         429: "Rate limited or queue full (see Retry-After)", 502: "The Hub or Docker answered with an error",
         503: "A dependency (Docker, the Hub) is unavailable", 507: "Not enough disk space"}.items()}
 
@@ -68,8 +81,22 @@ class DownloadBody(_Body):
     exclude: Patterns = None
     callback_url: CallbackField = None
     activate: bool | None = None
+    max_bps: Rate = None
     dry_run: bool | None = None
     catalog_id: Annotated[str | None, Field(pattern=CATALOG_ID_PATTERN)] = None
+
+
+class LimitsBody(_Body):
+    bandwidth_bps: Rate = None
+    max_concurrent_downloads: Annotated[int | None, Field(ge=1, le=16)] = None
+
+
+class Limits(BaseModel):
+    bandwidth_bps: int
+    bandwidth: str
+    max_concurrent_downloads: int
+    source: str
+    updated_at: str | None
 
 
 class ModelInfo(BaseModel):

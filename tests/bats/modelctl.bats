@@ -54,7 +54,7 @@ setup() {
 }
 
 @test "every subcommand has --help (exit 0, even with the API down)" {
-  for cmd in list download progress pause resume cancel delete verify switch active containers logs disk health jobs help; do
+  for cmd in list download progress pause resume cancel delete verify switch active containers logs disk limits health jobs help; do
     API_URL=http://127.0.0.1:9 run modelctl "$cmd" --help
     [ "$status" -eq 0 ] || { echo "$cmd --help: status $status"; return 1; }
     [[ $output == "Usage: modelctl $cmd"* ]] || { echo "$cmd --help: $output"; return 1; }
@@ -369,4 +369,20 @@ EOF
   [ "$status" -eq 2 ]
   run "$SHIMS/delete_model.sh"
   [ "$status" -eq 2 ]
+}
+
+@test "limits: show, change at run time, refuse a bad rate" {
+  run modelctl limits
+  [ "$status" -eq 0 ]
+  [[ $output == *"bandwidth: unlimited"* && $output == *"set by: the settings"* ]]
+  run modelctl limits --bandwidth 20MB/s --concurrency 3
+  [ "$status" -eq 0 ]
+  [[ $output == *"bandwidth: 20 MB/s"* && $output == *"concurrent downloads: 3"* && $output == *"set by: the API"* ]]
+  modelctl --json limits | jq -e '.bandwidth_bps == 20000000 and .source == "api"'
+  run --separate-stderr modelctl limits --bandwidth fast
+  [ "$status" -eq 5 ]
+  [[ $stderr == "error: invalid_"* ]]
+  run modelctl limits --bandwidth unlimited --concurrency 2
+  [ "$status" -eq 0 ]
+  [[ $output == *"bandwidth: unlimited"* ]]
 }
