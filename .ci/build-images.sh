@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Images without a registry (idempotent):
+#  1. llmbox-base:bookworm - Debian minbase + python3 made with debootstrap and `docker import`;
+#     the root filesystem tarball is cached outside the clone (~/.cache/llmbox-base), like N8n.
+#  2. the project image built FROM it (`docker build --network host`, BASE_IMAGE build argument;
+#     the Dockerfile itself still defaults to the official Python image).
+# Usage: .ci/build-images.sh [project-tag]   (default llm-box-admin-api:local)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE="${LLMBOX_BASE_CACHE:-$HOME/.cache/llmbox-base}"
+BASE_TAG="${LLMBOX_BASE_IMAGE:-llmbox-base:bookworm}"
+PROJECT_TAG="${1:-llm-box-admin-api:local}"
+MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+TARBALL="$CACHE/bookworm-python3.tar"
+
+if ! docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
+  if [ ! -s "$TARBALL" ]; then
+    if ! command -v debootstrap >/dev/null 2>&1; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    fi
+    mkdir -p "$CACHE"
+    work="$(mktemp -d "$CACHE/root.XXXXXX")"
+    trap 'rm -rf "$work"' EXIT
+    echo "build-images: debootstrap bookworm into $work" >&2
+    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$work" "$MIRROR" \
+      >"$CACHE/debootstrap.log" 2>&1 || { tail -n 30 "$CACHE/debootstrap.log" >&2; exit 1; }
+    rm -rf "$work"/var/cache/apt/archives/*.deb "$work"/var/lib/apt/lists/*
+    tar --numeric-owner -C "$work" -cf "$TARBALL.tmp" .
+    mv "$TARBALL.tmp" "$TARBALL"
+  fi
+  docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'ENV LANG=C.UTF-8' -c 'CMD ["python3"]' "$TARBALL" "$BASE_TAG" >/dev/null
+fi
+
+if ! docker image inspect "$PROJECT_TAG" >/dev/null 2>&1 || [ "${REBUILD:-0}" = 1 ]; then
+  echo "build-images: building $PROJECT_TAG from $BASE_TAG" >&2
+  docker build -q --network host --build-arg "BASE_IMAGE=$BASE_TAG" -f api/Dockerfile -t "$PROJECT_TAG" . >/dev/null
+fi
+echo "$PROJECT_TAG"
