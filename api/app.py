@@ -22,7 +22,7 @@ from .errors import ApiError
 from .jobs.manager import JobManager
 from .jobs.store import JobStore
 from .metrics import LatencyMiddleware, Metrics
-from .routes import downloads, jobs, root
+from .routes import downloads, fleet as fleet_routes, jobs, root
 from .settings import Settings
 from .validation import REPO_ID_PATTERN
 
@@ -154,6 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     from .services import build_services
     services = build_services(settings, manager, cache)
+    from .fleet.service import FleetService
+    fleet = FleetService(settings, manager)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -163,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             manager.shutdown()
             services.close()
+            fleet.close()
             store.close()
 
     # The OpenAPI document is served behind the token like every route but /health (root.py);
@@ -177,6 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cache = cache
     app.state.metrics = metrics
     app.state.services = services
+    app.state.fleet = fleet
 
     limiter = Limiter(key_func=get_remote_address, default_limits=[settings.rate_limit],
                       headers_enabled=True, enabled=settings.rate_limit_enabled, storage_uri="memory://")
@@ -189,7 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     secured = {"dependencies": [Depends(require_token), Depends(reject_unknown_query)],
                "responses": {c: ERRORS[c] for c in (401, 429)}}
     app.include_router(root.public)
-    for router in [root.router, downloads.router, jobs.router, *services.routers()]:
+    for router in [root.router, downloads.router, jobs.router, *services.routers(), fleet_routes.router]:
         app.include_router(router, **secured)
     app.openapi = lambda: _openapi(app)
     return app

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from .containers import ContainerManager
+from .fleet.service import FleetService
 from .jobs.manager import JobManager
 from .models_cache import ModelCache
 from .settings import Settings
@@ -35,8 +36,13 @@ async def _switch(request: Request) -> SwitchService:
     return request.app.state.services.switch
 
 
+async def _fleet(request: Request) -> FleetService:
+    return request.app.state.fleet
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 JobsDep = Annotated[JobManager, Depends(_jobs)]
 ModelsDep = Annotated[ModelCache, Depends(_models)]
 ContainersDep = Annotated[ContainerManager, Depends(_containers)]
 SwitchDep = Annotated[SwitchService, Depends(_switch)]
+FleetDep = Annotated[FleetService, Depends(_fleet)]
