@@ -31,6 +31,7 @@ class NodeRun:
     hostname: str = ""
     state: str = "pending"            # pending | running | complete | failed | skipped
     task_state: str | None = None
+    phase: str | None = None          # the node CLI's own step: downloading, verifying
     bytes_done: int = 0
     bytes_total: int = 0
     speed_bps: float = 0.0
@@ -72,6 +73,7 @@ def fold(task: Task, node: dict | None, lines: list[str]) -> NodeRun:
         p = progress[-1]
         run.bytes_done, run.bytes_total = p.get("bytes_done") or 0, p.get("bytes_total") or 0
         run.speed_bps = p.get("speed_bps") or 0.0
+        run.phase = p.get("status")
     run.models = [{k: v for k, v in e.items() if k not in ("event", "node")} for e in events
                   if e.get("event") == "model"]
     last = events[-1] if events else {}

@@ -31,20 +31,27 @@ def task_view(swarm: Swarm, service_id: str) -> list[dict]:
 
 def failure_reasons(swarm: Swarm, service_id: str, model_id: str) -> list[str]:
     """The errors of tasks that ran the new model and failed: why Swarm rolled back."""
-    return sorted({f"{t.node_id[:12]}: {t.error or t.state}" for t in swarm.tasks(service_id)
-                   if t.env.get(KEY) == model_id and t.state in ("failed", "rejected")})
+    return sorted({f"node {t.node_id[:12]}: {t.error or t.state}" for t in swarm.tasks(service_id)
+                   if t.env.get(KEY) == model_id and (t.error or t.state in ("failed", "rejected"))})
 
 
 def follow(swarm: Swarm, name: str, started_before: str | None, timeout: float, abort: threading.Event,
            on_update: Callable[[dict], None], poll: float = 1.0) -> dict:
-    """Returns {"update_state", "message", "tasks"}; update_state is None after a timeout."""
+    """Returns {"update_state", "message", "messages", "tasks"}; update_state is None after a timeout.
+
+    `messages` keeps every distinct message of the update: the one that says why it rolled back
+    ("update rolled back due to failure or early termination of task ...") is replaced by
+    "rollback completed" at the end."""
     deadline = time.monotonic() + timeout
+    messages: list[str] = []
     while True:
         svc = swarm.service(name)
         status = svc.get("UpdateStatus") or {}
         ours = bool(status) and status.get("StartedAt") != started_before
+        if ours and status.get("Message") and status["Message"] not in messages:
+            messages.append(status["Message"])
         view = {"update_state": status.get("State") if ours else "pending",
-                "message": status.get("Message") if ours else None,
+                "message": status.get("Message") if ours else None, "messages": list(messages),
                 "tasks": task_view(swarm, svc["ID"])}
         on_update(view)
         if ours and (status.get("State") == DONE or status.get("State") in STOPPED):

@@ -193,7 +193,7 @@ class FleetService:
             if state != rollout.DONE:
                 result["rolled_back"] = state in rollout.ROLLED_BACK
                 reasons = rollout.failure_reasons(self.swarm, svc["ID"], model_id)
-                result["reason"] = "; ".join(filter(None, [view.get("message"), *reasons])) or f"update {state}"
+                result["reason"] = "; ".join([*view["messages"], *reasons]) or f"update {state}"
                 code = ("rolled_back" if result["rolled_back"] else
                         "switch_timeout" if state is None else "update_paused")
                 err = ApiError(f"The rollout of {model_id} did not complete: {result['reason']}", code=code,

@@ -13,7 +13,7 @@ import docker
 import docker.errors
 import requests
 from docker.types import ContainerSpec, Mount, Placement, RestartPolicy, SecretReference
-from docker.types import ServiceMode, TaskTemplate
+from docker.types import Healthcheck, ServiceMode, TaskTemplate
 
 from ..errors import ApiError, Conflict, NotFound, ServiceUnavailable
 
@@ -134,8 +134,11 @@ class Swarm:
     # -- writes -----------------------------------------------------------------------------------
     def create_job(self, spec: JobSpec) -> str:
         template = TaskTemplate(
+            # The image's own HEALTHCHECK is the API's: a CLI task would stay "starting" (and its
+            # logs unread) until it ends.
             container_spec=ContainerSpec(spec.image, command=spec.command, env=spec.env, mounts=spec.mounts,
-                                         secrets=spec.secrets or None, labels=spec.labels),
+                                         secrets=spec.secrets or None, labels=spec.labels,
+                                         healthcheck=Healthcheck(test=["NONE"])),
             restart_policy=RestartPolicy(condition="none"),
             placement=Placement(constraints=spec.constraints or None),
             networks=["host"])   # the node's own network: the Hub (or its mirror) as the node sees it
