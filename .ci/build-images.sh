@@ -5,6 +5,7 @@
 #  2. the project image built FROM it (`docker build --network host`, BASE_IMAGE build argument;
 #     the Dockerfile itself still defaults to the official Python image).
 # Usage: .ci/build-images.sh [project-tag]   (default llm-box-admin-api:local)
+#        .ci/build-images.sh --base-only      (the base image only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,8 +35,18 @@ if ! docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
     -c 'ENV LANG=C.UTF-8' -c 'CMD ["python3"]' "$TARBALL" "$BASE_TAG" >/dev/null
 fi
 
+[ "$PROJECT_TAG" = "--base-only" ] && exit 0
 if ! docker image inspect "$PROJECT_TAG" >/dev/null 2>&1 || [ "${REBUILD:-0}" = 1 ]; then
+  # The wheels come from this machine's pip (its index, proxy and CA settings); the build itself
+  # needs no network. The dependency wheels are cached beside the base tarball.
+  PY="${PYTHON:-python3}"
+  [ -x .venv/bin/python ] && PY=.venv/bin/python
+  "$PY" -m pip wheel -q --wheel-dir "$CACHE/wheels" . >&2
+  rm -rf build/wheelhouse && mkdir -p build/wheelhouse
+  cp -l "$CACHE"/wheels/*.whl build/wheelhouse/ 2>/dev/null || cp "$CACHE"/wheels/*.whl build/wheelhouse/
   echo "build-images: building $PROJECT_TAG from $BASE_TAG" >&2
-  docker build -q --network host --build-arg "BASE_IMAGE=$BASE_TAG" -f api/Dockerfile -t "$PROJECT_TAG" . >/dev/null
+  docker build -q --network host --build-arg "BASE_IMAGE=$BASE_TAG" --build-arg OFFLINE=1 \
+    -f api/Dockerfile -t "$PROJECT_TAG" . >/dev/null
+  rm -rf build/wheelhouse
 fi
 echo "$PROJECT_TAG"

@@ -3,7 +3,11 @@ node, a rolling switch reaches every task, a failing model is rolled back by Swa
 and a node drained mid-download does not fail the job for the others."""
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
+
+import yaml
 
 import docker.errors
 import pytest
@@ -13,6 +17,7 @@ from api.testing.hubsim import Fault
 from . import docker_support as ds
 from . import fleet_support as fs
 from ._dl import FINAL, MiB, random_bytes
+from .conftest import API_KEY
 from .servers import wait_until
 
 pytestmark = pytest.mark.timeout(600)
@@ -113,6 +118,13 @@ def test_fleet_download_lands_verified_on_every_node_and_nodes_lists_it(fleet_ap
     for n in listing["nodes"]:
         assert n["labels"][fs.GPU_LABEL] == "true" and n["inference"]["state"] == "running"
         assert {m["model_id"]: m["status"] for m in n["models"]}[repo] == "complete"
+    # modelctl fleet nodes: one row per node with its inference task and its models.
+    out = subprocess.run([str(ds.ROOT / "scripts" / "modelctl"), "--api-url", str(fleet_api.base_url), "fleet",
+                          "nodes"], env={**os.environ, "PROXY_API_KEY": API_KEY}, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line[:12] in {n[:12] for n in swarm.node_ids()}]
+    assert len(rows) == 2 and all("running org/fleet-base" in r and repo in r for r in rows), out.stdout
 
 
 def test_fleet_switch_rolls_out_and_a_failing_model_rolls_back(fleet_api, sim, service):
@@ -191,3 +203,14 @@ def test_fleet_routes_refuse_bad_input_and_container_mode(api_factory, fleet_api
     plain = api_factory()
     r = plain.get("/api/fleet/nodes")
     assert r.status_code == 409 and r.json()["error"] == "fleet_disabled"
+
+
+def test_stack_file_deploys_the_inference_service_with_swarm_rollback():
+    stack = yaml.safe_load((ds.ROOT / "docker-stack.yml").read_text())
+    vllm = stack["services"]["vllm"]["deploy"]
+    assert vllm["mode"] == "global" and vllm["placement"]["constraints"] == ["node.labels.llmbox.gpu==true"]
+    assert {"parallelism": 1, "order": "stop-first", "failure_action": "rollback"}.items() <= vllm["update_config"].items()
+    assert vllm["update_config"]["monitor"] and stack["services"]["vllm"]["healthcheck"]["test"]
+    assert "rollback_config" in vllm and "resources" not in vllm   # no compose-only GPU request
+    api_env = stack["services"]["api"]["environment"]
+    assert api_env["ORCHESTRATOR"] == "swarm" and api_env["INFERENCE_SERVICE"] == "llmbox_vllm"
