@@ -56,7 +56,8 @@ def _run(cmd: list[str] | str, timeout: float = 600, shell: bool = False) -> str
 def source_tag() -> str:
     """The project image tag for these sources: rebuilt only when they change."""
     h = hashlib.sha256()
-    files = sorted(ROOT.glob("api/**/*.py")) + [ROOT / "pyproject.toml", ROOT / "api" / "Dockerfile", ROOT / "README.md"]
+    files = [*sorted(ROOT.glob("api/**/*.py")), ROOT / "pyproject.toml", ROOT / "api" / "Dockerfile",
+             ROOT / "README.md"]
     for f in files:
         h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
     return f"llm-box-admin-api:src-{h.hexdigest()[:12]}"

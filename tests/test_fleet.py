@@ -57,7 +57,7 @@ def service(swarm):
 @pytest.fixture
 def fleet_settings(swarm, service, fleet_root) -> dict:
     return dict(orchestrator="swarm", inference_service=service.name, fleet_image=swarm.image,
-                fleet_models_path=str(fleet_root) + "/{{.Node.ID}}", docker_host=None, fleet_nodes_ttl=0)
+                fleet_models_path=str(fleet_root) + "/{{.Node.ID}}", docker_host=None)
 
 
 @pytest.fixture
@@ -125,6 +125,14 @@ def test_fleet_download_lands_verified_on_every_node_and_nodes_lists_it(fleet_ap
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if line[:12] in {n[:12] for n in swarm.node_ids()}]
     assert len(rows) == 2 and all("running org/fleet-base" in r and repo in r for r in rows), out.stdout
+
+    # A fleet delete removes it from every node's cache.
+    r = fleet_api.delete("/api/fleet/delete-model", params={"model_id": repo})
+    assert r.status_code == 202, r.text
+    job = wait_job(fleet_api, r.json()["job_id"])
+    assert job["status"] == "complete" and job["result"]["complete"] == 2, job
+    for nid in swarm.node_ids():
+        assert not (fleet_root / nid / "hub" / ("models--" + repo.replace("/", "--"))).exists()
 
 
 def test_fleet_switch_rolls_out_and_a_failing_model_rolls_back(fleet_api, sim, service):
@@ -209,7 +217,8 @@ def test_stack_file_deploys_the_inference_service_with_swarm_rollback():
     stack = yaml.safe_load((ds.ROOT / "docker-stack.yml").read_text())
     vllm = stack["services"]["vllm"]["deploy"]
     assert vllm["mode"] == "global" and vllm["placement"]["constraints"] == ["node.labels.llmbox.gpu==true"]
-    assert {"parallelism": 1, "order": "stop-first", "failure_action": "rollback"}.items() <= vllm["update_config"].items()
+    rolling = {"parallelism": 1, "order": "stop-first", "failure_action": "rollback"}
+    assert rolling.items() <= vllm["update_config"].items()
     assert vllm["update_config"]["monitor"] and stack["services"]["vllm"]["healthcheck"]["test"]
     assert "rollback_config" in vllm and "resources" not in vllm   # no compose-only GPU request
     api_env = stack["services"]["api"]["environment"]

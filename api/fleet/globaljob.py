@@ -16,7 +16,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from ..download.transfer import Aborted
 from ..errors import ApiError
 from .swarm import JobSpec, Swarm, Task
 
@@ -100,6 +99,11 @@ def fold(task: Task, node: dict | None, lines: list[str]) -> NodeRun:
     return run
 
 
+def interrupted(what: str) -> ApiError:
+    """The API is stopping: the job ends failed (a fleet job is not resumed at the next start)."""
+    return ApiError(f"The service stopped while {what} ran; run it again.", code="interrupted", status=503)
+
+
 class GlobalJob:
     def __init__(self, swarm: Swarm, spec: JobSpec, timeout: float, abort: threading.Event,
                  on_update: Callable[[list[NodeRun]], None] | None = None):
@@ -147,4 +151,4 @@ class GlobalJob:
                         r.error = f"no result after {self.timeout:.0f} s"
                 return runs
             if self.abort.wait(POLL_SECONDS):
-                raise Aborted(self.spec.name)
+                raise interrupted(self.spec.name)

@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Callable
 
-from ..download.transfer import Aborted
+from .globaljob import interrupted
 from .swarm import Swarm
 
 DONE = "completed"
@@ -59,4 +59,4 @@ def follow(swarm: Swarm, name: str, started_before: str | None, timeout: float, 
         if time.monotonic() > deadline:
             return {**view, "update_state": None}
         if abort.wait(poll):
-            raise Aborted(name)
+            raise interrupted(f"the rollout of {name}")

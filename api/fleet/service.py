@@ -110,18 +110,21 @@ class FleetService:
     def nodes(self, refresh: bool = False) -> dict:
         svc = self._require()
         tasks = {t["node_id"]: t for t in rollout.task_view(self.swarm, svc["ID"])}
-        at, models = self._cached_models(refresh)
+        try:
+            at, models, error = *self._cached_models(refresh), None
+        except ApiError as e:   # no node can run a job: the nodes are still worth showing
+            at, models, error = None, {}, e.detail
         out = []
         for n in self.swarm.nodes():
             spec, status, desc = n.get("Spec") or {}, n.get("Status") or {}, n.get("Description") or {}
             entry = models.get(n["ID"])
+            listed = entry is not None and entry.state == "complete"
             out.append({"node_id": n["ID"], "hostname": desc.get("Hostname"), "role": spec.get("Role"),
                         "availability": spec.get("Availability"), "state": status.get("State"),
                         "address": status.get("Addr"), "labels": spec.get("Labels") or {},
                         "engine_version": (desc.get("Engine") or {}).get("EngineVersion"),
-                        "inference": tasks.get(n["ID"]),
-                        "models": entry.models if entry and entry.state == "complete" else None,
-                        "models_error": entry.error if entry and entry.state != "complete" else None})
+                        "inference": tasks.get(n["ID"]), "models": entry.models if listed else None,
+                        "models_error": None if listed else (entry.error if entry else error)})
         return {"service": self.settings.inference_service, "model_id": spec_model(svc), "models_at": at,
                 "nodes": sorted(out, key=lambda n: (n["hostname"] or "", n["node_id"]))}
 

@@ -70,7 +70,7 @@ def _translate(exc: BaseException, what: str) -> ApiError:
         return NotFound(f"{what} does not exist in the swarm.", code="service_not_found")
     if isinstance(exc, docker.errors.APIError):
         text = exc.explanation or str(exc)
-        if exc.status_code == 503 or "not a swarm manager" in text or "swarm" in text and "not" in text:
+        if exc.status_code == 503 or "not a swarm manager" in text:
             return Conflict(f"The engine is not a swarm manager: {text}", code="not_a_swarm_manager")
         return ApiError(f"Docker error on {what}: {text}", code="docker_error", status=502)
     if isinstance(exc, (requests.exceptions.RequestException, docker.errors.DockerException)):
