@@ -38,12 +38,24 @@ fi
 [ "$PROJECT_TAG" = "--base-only" ] && exit 0
 if ! docker image inspect "$PROJECT_TAG" >/dev/null 2>&1 || [ "${REBUILD:-0}" = 1 ]; then
   # The wheels come from this machine's pip (its index, proxy and CA settings); the build itself
-  # needs no network. The dependency wheels are cached beside the base tarball.
+  # needs no network. The dependencies' wheels are cached beside the base tarball and fetched again
+  # only when pyproject.toml changes; the project's wheel is built every time, offline.
   PY="${PYTHON:-python3}"
   [ -x .venv/bin/python ] && PY=.venv/bin/python
-  "$PY" -m pip wheel -q --wheel-dir "$CACHE/wheels" . >&2
-  rm -rf build/wheelhouse && mkdir -p build/wheelhouse
-  cp -l "$CACHE"/wheels/*.whl build/wheelhouse/ 2>/dev/null || cp "$CACHE"/wheels/*.whl build/wheelhouse/
+  stamp="$CACHE/wheels/.pyproject.sha256"
+  want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+  rm -rf build/wheelhouse && mkdir -p build/wheelhouse/deps build/wheelhouse/project
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    rm -rf "$CACHE/wheels" && mkdir -p "$CACHE/wheels"
+    "$PY" -m pip wheel -q --wheel-dir "$CACHE/wheels" . 'setuptools>=68' wheel >&2
+    rm -f "$CACHE"/wheels/llm_box_admin_api-*.whl
+    echo "$want" >"$stamp"
+  fi
+  "$PY" -m pip wheel -q --no-index --find-links "$CACHE/wheels" --no-deps --wheel-dir build/wheelhouse/project . >&2
+  for w in "$CACHE"/wheels/*.whl; do
+    case "$(basename "$w")" in setuptools-* | wheel-*) continue ;; esac
+    cp -l "$w" build/wheelhouse/deps/ 2>/dev/null || cp "$w" build/wheelhouse/deps/
+  done
   echo "build-images: building $PROJECT_TAG from $BASE_TAG" >&2
   docker build -q --network host --build-arg "BASE_IMAGE=$BASE_TAG" --build-arg OFFLINE=1 \
     -f api/Dockerfile -t "$PROJECT_TAG" . >/dev/null

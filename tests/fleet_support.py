@@ -80,8 +80,13 @@ def start() -> TwoNodeSwarm:
     ds.ensure_inference_image()
     for tag in (image, ds.IMAGE_TAG):
         copy_image(tag, socket)
-    s = TwoNodeSwarm(ds.docker_client(), docker.DockerClient(base_url=socket, timeout=60), socket, image,
-                     uuid.uuid4().hex[:8])
+    worker = docker.DockerClient(base_url=socket, timeout=60)
+    for client in (ds.docker_client(), worker):   # images of older sources: theirs were ours too
+        for img in client.images.list("llm-box-admin-api"):
+            for old in img.tags:
+                if old.startswith("llm-box-admin-api:src-") and old != image:
+                    client.images.remove(old, noprune=False)
+    s = TwoNodeSwarm(ds.docker_client(), worker, socket, image, uuid.uuid4().hex[:8])
     for nid in s.node_ids():
         node = s.manager.nodes.get(nid)
         spec = node.attrs["Spec"]

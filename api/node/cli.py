@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -140,7 +139,6 @@ def run(args: argparse.Namespace, node: Node) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     node = None
     try:
