@@ -143,6 +143,8 @@ def test_fleet_switch_rolls_out_and_a_failing_model_rolls_back(fleet_api, sim, s
     job = wait_job(fleet_api, r.json()["job_id"], 180)
     assert job["status"] == "complete", job
     assert job["result"]["update_state"] == "completed" and job["result"]["env_rewritten"] is True
+    assert [n["state"] for n in job["result"]["fetch"]] == ["complete", "complete"]
+    assert [(t["model_id"], t["state"]) for t in job["result"]["tasks"]] == [(good, "running")] * 2
     assert wait_until(lambda: set(task_models(service).values()) == {good} and len(task_models(service)) == 2,
                       30, 0.5, "every task on the new model")
     assert f"DEFAULT_MODEL={good}" in fleet_api.settings.env_file.read_text()

@@ -175,14 +175,19 @@ class FleetService:
     def _switch(self, live: LiveJob, model_id: str) -> dict:
         name = self.settings.inference_service
         svc = self._require()
-        result = live.result = {"model_id": model_id, "previous_model": spec_model(svc), "service": name,
-                                "rolled_back": False, "env_rewritten": False}
+
+        def publish(**fields) -> dict:
+            # A new dict each time: readers serialise live.result from other threads.
+            live.result = {**(live.result or {}), **fields}
+            return live.result
+        publish(model_id=model_id, previous_model=spec_model(svc), service=name, rolled_back=False,
+                env_rewritten=False)
         fetched = self.run_on_nodes(["fetch", model_id], self.settings.fleet_job_timeout, live.abort, live,
                                     key="fetch")
         try:
             self.outcome(fetched, f"Fetching {model_id}")
         except ApiError as e:
-            e.result, e.code = {**result, "fetch": e.result["nodes"]}, "fetch_failed"
+            e.result, e.code = publish(fetch=e.result["nodes"]), "fetch_failed"
             raise
         svc = self._require()
         if spec_model(svc) != model_id:
@@ -190,22 +195,19 @@ class FleetService:
             self.swarm.update_env(name, {rollout.KEY: model_id})
             log.info("job %s: service %s updating to %s", live.job_id, name, model_id)
             view = rollout.follow(self.swarm, name, before, self.settings.switch_timeout, live.abort,
-                                  lambda v: result.update(v))
-            result.update(view)
+                                  lambda v: publish(**v))
             state = view["update_state"]
             if state != rollout.DONE:
-                result["rolled_back"] = state in rollout.ROLLED_BACK
+                rolled_back = state in rollout.ROLLED_BACK
                 reasons = rollout.failure_reasons(self.swarm, svc["ID"], model_id)
-                result["reason"] = "; ".join([*view["messages"], *reasons]) or f"update {state}"
-                code = ("rolled_back" if result["rolled_back"] else
-                        "switch_timeout" if state is None else "update_paused")
-                err = ApiError(f"The rollout of {model_id} did not complete: {result['reason']}", code=code,
-                               status=502)
-                err.result = result
+                reason = "; ".join([*view["messages"], *reasons]) or f"update {state}"
+                code = "rolled_back" if rolled_back else "switch_timeout" if state is None else "update_paused"
+                err = ApiError(f"The rollout of {model_id} did not complete: {reason}", code=code, status=502)
+                err.result = publish(**view, rolled_back=rolled_back, reason=reason)
                 raise err
+            publish(**view)
         envfile.set_value(self.settings.env_file, model_id)   # only once every node runs it
-        result["env_rewritten"] = True
-        return result
+        return publish(env_rewritten=True)
 
     # -- delete -----------------------------------------------------------------------------------
     def request_delete(self, model_id: str, force: bool, callback_url: str | None) -> dict:
