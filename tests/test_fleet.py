@@ -17,7 +17,7 @@ from api.testing.hubsim import Fault
 from . import docker_support as ds
 from . import fleet_support as fs
 from ._dl import FINAL, MiB, random_bytes
-from .conftest import API_KEY
+from .conftest import API_KEY, GATED_TOKEN
 from .servers import wait_until
 
 pytestmark = pytest.mark.timeout(600)
@@ -133,6 +133,23 @@ def test_fleet_download_lands_verified_on_every_node_and_nodes_lists_it(fleet_ap
     assert job["status"] == "complete" and job["result"]["complete"] == 2, job
     for nid in swarm.node_ids():
         assert not (fleet_root / nid / "hub" / ("models--" + repo.replace("/", "--"))).exists()
+
+
+def test_gated_model_reaches_every_node_through_a_per_job_secret(api_factory, fleet_settings, sim, swarm,
+                                                                  fleet_root):
+    api = api_factory(**fleet_settings, hf_token=GATED_TOKEN)
+    repo = f"org/fleet-gated-{uuid.uuid4().hex[:6]}"
+    files = {"config.json": b'{"gated": true}'}
+    sim.add_repo(repo, files, gated=True)
+    r = api.post("/api/fleet/download-model", params={"model_id": repo})
+    assert r.status_code == 202, r.text
+    job = wait_job(api, r.json()["job_id"])
+    assert job["status"] == "complete", job
+    for nid in swarm.node_ids():
+        assert snapshot_files(fleet_root, nid, repo) == files
+    # The token travelled as a Swarm secret that is gone with the job, and is in no job field.
+    assert not swarm.manager.secrets.list(filters={"label": "llmbox.fleet.job"})
+    assert GATED_TOKEN not in api.get(f"/api/jobs/{job['job_id']}").text
 
 
 def test_fleet_switch_rolls_out_and_a_failing_model_rolls_back(fleet_api, sim, service):
