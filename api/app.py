@@ -25,6 +25,7 @@ from .request_guard import BodyLimitMiddleware, client_address, parse_networks
 from .metrics import LatencyMiddleware, Metrics
 from .limits import LimitsService
 from .routes import downloads, events, jobs, root, ui
+from .routes import fleet as fleet_routes
 from .routes import limits as limits_routes
 from .settings import Settings
 from .validation import REPO_ID_PATTERN
@@ -159,6 +160,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     from .services import build_services
     services = build_services(settings, manager, cache)
+    from .fleet.service import FleetService
+    fleet = FleetService(settings, manager)
     from .inspect.wiring import build_inspection
     inspection = build_inspection(settings, engine, store, services)
 
@@ -172,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             manager.shutdown()
             services.close()
+            fleet.close()
             store.close()
 
     # The OpenAPI document is served behind the token like every route but /health (root.py);
@@ -187,6 +191,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.services = services
     app.state.limits = limits
+    app.state.fleet = fleet
     app.state.inspection = inspection
 
     proxies = parse_networks(settings.trusted_proxies)
@@ -212,7 +217,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(root.public)
     app.include_router(ui.router)
     for router in [root.router, downloads.router, jobs.router, events.router, limits_routes.router,
-                   *inspection.routers(), *services.routers()]:
+                   *inspection.routers(), *services.routers(), fleet_routes.router]:
         app.include_router(router, **secured)
     app.openapi = lambda: _openapi(app)
     return app

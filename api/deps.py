@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from .callback_policy import CallbackPolicy
 from .containers import ContainerManager
+from .fleet.service import FleetService
 from .inspect.wiring import Inspection
 from .jobs.manager import JobManager
 from .limits import LimitsService
@@ -45,8 +46,14 @@ async def _limits(request: Request) -> LimitsService:
 
 async def _profiles(request: Request) -> ProfileStore:
     return request.app.state.services.profiles
+
+
 async def _callback_policy(request: Request) -> CallbackPolicy:
     return request.app.state.services.webhooks.policy
+
+
+async def _fleet(request: Request) -> FleetService:
+    return request.app.state.fleet
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -57,6 +64,7 @@ SwitchDep = Annotated[SwitchService, Depends(_switch)]
 LimitsDep = Annotated[LimitsService, Depends(_limits)]
 ProfilesDep = Annotated[ProfileStore, Depends(_profiles)]
 CallbackPolicyDep = Annotated[CallbackPolicy, Depends(_callback_policy)]
+FleetDep = Annotated[FleetService, Depends(_fleet)]
 
 
 async def _inspection(request: Request) -> Inspection:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,13 @@ class Settings(BaseSettings):
     webhook_backoff_max: float = Field(30.0, gt=0)
     log_level: str = "info"
     bandwidth_limit: str = ""  # e.g. 40MB/s; empty or 0: unlimited (PUT /api/limits changes it at run time)
+    # Swarm mode (docs/fleet.md): the API on a manager node drives a fleet through Swarm.
+    orchestrator: Literal["container", "swarm"] = "container"
+    inference_service: str = "llmbox_vllm"
+    fleet_image: str = "llm-box-admin-api:latest"      # runs the node CLI on every node
+    fleet_models_path: str = "/srv/llmbox/models"      # each node's models folder (Swarm templates allowed)
+    fleet_job_timeout: float = Field(6 * 3600.0, gt=0)
+    fleet_nodes_ttl: float = Field(30.0, ge=0)
     # Inspection, fit planner, catalog (docs/choosing-a-variant.md)
     gpu_memory_gb: float | None = Field(None, gt=0)        # GiB; unset: NVML, then nvidia-smi in the container
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)  # vLLM's --gpu-memory-utilization

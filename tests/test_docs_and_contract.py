@@ -74,8 +74,8 @@ def test_every_contract_route_exists_and_every_route_is_in_the_contract(openapi)
     assert len(documented) >= 20
     served = {(m.upper(), p) for p, ops in openapi["paths"].items() for m in ops if m != "head"}
     served.add(("GET", "/openapi.json"))   # served behind the token, not listed in itself
-    assert not documented - served, "in docs/api.md but not served"
-    assert not served - documented, "served but missing from the route index of docs/api.md"
+    assert not documented - served, f"in docs/api.md but not served: {sorted(documented - served)}"
+    assert not served - documented, f"served but missing from the route index of docs/api.md: {sorted(served - documented)}"
 
 
 def test_every_route_documents_its_errors(openapi):

@@ -51,7 +51,12 @@ def route_for(openapi: dict, path: str) -> tuple[str, dict] | None:
 
 
 def http_nodes(wf: dict) -> list[dict]:
-    return [n for n in wf["nodes"] if n["type"] == HTTP]
+    """HTTP Request nodes that call the API (a report node posts elsewhere, see below)."""
+    return [n for n in wf["nodes"] if n["type"] == HTTP and not is_report(n)]
+
+
+def is_report(node: dict) -> bool:
+    return node["type"] == HTTP and node["parameters"]["url"].startswith("={{ $('Config').first().json.report_url }}")
 
 
 def test_there_are_workflows():
@@ -233,3 +238,16 @@ def test_office_hours_workflow_lowers_the_limit_by_schedule():
     nxt = {s: [t["node"] for ts in o["main"] for t in ts] for s, o in wf["connections"].items()}
     assert nxt["Office hours begin"] == nxt["Office hours end"] == nxt["Start"] == ["Config"]
     assert nxt["Applied?"] == ["Limit applied", "Limit refused"]
+
+
+def test_fleet_switch_workflow_posts_the_per_node_result_without_the_api_key():
+    wf = load(ROOT / "docs/n8n/fleet-switch-report.json")
+    by_name = {n["name"]: n for n in wf["nodes"]}
+    switch = by_name["Fleet switch"]["parameters"]
+    assert switch["method"] == "PUT" and api_path(switch["url"]) == "/api/fleet/active-model"
+    reports = [n for n in wf["nodes"] if is_report(n)]
+    assert len(reports) == 1 and "credentials" not in reports[0] and "authentication" not in reports[0]["parameters"]
+    body = reports[0]["parameters"]["jsonBody"]
+    assert all(k in body for k in ("rolled_back", "reason", "nodes", "$json.result.tasks"))
+    nxt = {s: [t["node"] for ts in o["main"] for t in ts] for s, o in wf["connections"].items()}
+    assert nxt["Switch: final?"] == [reports[0]["name"], "Switch: wait"]
