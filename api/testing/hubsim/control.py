@@ -16,6 +16,7 @@ CONFIG_FIELDS = {
     "cdn_url_style": str,
     "cdn_max_size": int,
     "ratelimit_enforce": bool,
+    "ratelimit_quotas": dict,
 }
 
 

@@ -137,7 +137,7 @@ class HubSim:
     def configure(self, **settings: Any) -> None:
         """Change settings at runtime (also `POST /_sim/config`): tree_page_size,
         cdn_url_lifetime (s), cdn_url_style (cloudfront | s3 | both), cdn_max_size (bytes),
-        ratelimit_enforce."""
+        ratelimit_enforce (bool), ratelimit_quotas ({bucket: requests per window})."""
         if "cdn_url_style" in settings and settings["cdn_url_style"] not in STYLES:
             raise ValueError(f"cdn_url_style must be one of {STYLES}")
         if settings.get("cdn_url_lifetime", 1) <= 0:
@@ -145,6 +145,8 @@ class HubSim:
         for name, value in settings.items():
             if name == "ratelimit_enforce":
                 self.ratelimits.enforce = bool(value)
+            elif name == "ratelimit_quotas":
+                self.ratelimits.quotas.update({str(k): int(v) for k, v in value.items()})
             elif name in ("tree_page_size", "cdn_url_lifetime", "cdn_url_style", "cdn_max_size"):
                 setattr(self, name, value)
             else:
