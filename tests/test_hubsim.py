@@ -441,7 +441,8 @@ def _read_line(proc: subprocess.Popen, deadline: float) -> str:
 def test_cli_subprocess_with_hf_download(tmp_path, hf_env):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     cmd = [sys.executable, "-m", "api.testing.hubsim", "--root", str(tmp_path / "root"), "--port", "0"]
-    cmd += ["--synthetic", "org/cli:config.json=200,sub/model.safetensors=1000000", "--token", "x"]
+    cmd += ["--synthetic", "org/cli:config.json=200,sub/model.safetensors=1000000", "--token", "x",
+            "--cdn-url-lifetime", "120", "--cdn-url-style", "both"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
     try:
         line = _read_line(proc, time.monotonic() + 30)
@@ -462,6 +463,8 @@ def test_cli_subprocess_with_hf_download(tmp_path, hf_env):
         assert (folder / "sub" / "model.safetensors").stat().st_size == 1000000
         stats = httpx.get(f"{url}/_sim/stats").json()["files"]["org/cli"]
         assert stats["sub/model.safetensors"]["served_bytes"] == 1000000
+        config = httpx.get(f"{url}/_sim/config").json()
+        assert (config["cdn_url_lifetime"], config["cdn_url_style"]) == (120, "both")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
