@@ -16,7 +16,8 @@ GROW_EVERY = 2.0         # seconds per growth step: long enough for new connecti
 MIN_GAIN = 1.10          # a step that adds less than 10 % throughput is given back, growth stops
 REPROBE_AFTER = 20.0     # after that, one more step this often (other downloads may have ended)
 STRAGGLER_AGE = 3.0      # a request younger than this is not judged
-STRAGGLER_RATIO = 0.25   # below this fraction of the median part speed: re-issued
+STRAGGLER_RATIO = 0.25   # below this fraction of the median part speed: re-issued ...
+                         # ... when it would still need more than STRAGGLER_AGE at its speed
 MAX_REISSUES = 3         # per part
 
 
@@ -69,7 +70,7 @@ class ConnectionPolicy:
         return self.target
 
     def finished(self, run: Running, now: float) -> None:
-        if now - run.since >= 0.5:
+        if run.part.done - run.done0 >= 1 << 20:   # smaller answers say more about latency than speed
             self._recent.append(run.speed(now))
 
     def stragglers(self, now: float, running: list[Running]) -> list[Running]:
@@ -82,7 +83,7 @@ class ConnectionPolicy:
         for r, s in judged:
             key = r.part.start
             if (now - r.since >= STRAGGLER_AGE and s < STRAGGLER_RATIO * median
-                    and r.part.remaining > median and self._reissued.get(key, 0) < MAX_REISSUES):
+                    and r.part.remaining > STRAGGLER_AGE * s and self._reissued.get(key, 0) < MAX_REISSUES):
                 self._reissued[key] = self._reissued.get(key, 0) + 1
                 out.append(r)
         return out

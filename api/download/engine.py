@@ -36,6 +36,8 @@ class Progress:
     bytes_done_files: int = 0                     # bytes of finished files
     active: dict[str, BlobTransfer] = field(default_factory=dict)
     retries: int = 0
+    connections: int = 0         # the most connections one file used (adaptive)
+    url_refreshes: int = 0       # signed CDN URLs re-resolved before or after they expired
     planning_wait: tuple[float, str] | None = None   # a rate limit waited out while planning
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -149,6 +151,8 @@ class DownloadEngine:
                     raise t.error
                 self.cache.link_blob(plan.repo_id, f.key, t.data_path)
                 progress.retries += t.retries
+                progress.connections = max(progress.connections, t.connections_peak)
+                progress.url_refreshes += t.location.refreshes
             finally:
                 with progress.lock:
                     if progress.active.get(f.path) is t:
@@ -172,7 +176,8 @@ class DownloadEngine:
             raise real[0] if real else errors[0]
         snap = self.cache.place_snapshot(plan)
         return {"commit": plan.commit, "snapshot": str(snap), "files_reused": reused,
-                "retries": progress.retries}
+                "retries": progress.retries, "connections": progress.connections,
+                "url_refreshes": progress.url_refreshes}
 
     def discard_partials(self, plan: Plan) -> int:
         """Remove staged bytes of this plan that no running transfer holds. Returns bytes freed."""

@@ -80,6 +80,11 @@ class BlobTransfer:
         with self._lock:
             return sum(p.done for p in self._parts)
 
+    @property
+    def connections_peak(self) -> int:
+        pool = self._pool
+        return pool.policy.peak if pool is not None else 0
+
     def _frontier(self) -> int:
         pos = 0
         for p in self._parts:
