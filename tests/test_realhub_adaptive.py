@@ -14,7 +14,7 @@ W = "model.safetensors"
 
 def test_connections_grow_while_a_capped_cdn_gives_more(api_factory, sim):
     # 1 MB/s per TCP connection. Two connections alone need ~12.6 s for 24 MiB; growing to 8 in
-    # 2-second steps finishes in about 6.
+    # 1.5-second steps finishes in about 5.
     api = api_factory(download_connections=2, max_total_connections=8, part_size_mb=1)
     repo, size = "adaptive/capped", 24 * MiB
     commit = sim.add_repo(repo, {W: size})

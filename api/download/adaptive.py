@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-GROW_EVERY = 2.0         # seconds per growth step: long enough for new connections to show
+GROW_EVERY = 1.5         # seconds per growth step: long enough for new connections to show
 MIN_GAIN = 1.10          # a step that adds less than 10 % throughput is given back, growth stops
 REPROBE_AFTER = 20.0     # after that, one more step this often (other downloads may have ended)
 STRAGGLER_AGE = 3.0      # a request younger than this is not judged
