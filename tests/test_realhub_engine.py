@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import pytest
 
 from api.download.http import Origin, auth_headers, hub_origins
+from api.download.location import signed_expiry
 from api.testing.hubsim import Fault
 
 from ._dl import MiB, assert_error, assert_verified, job, start, wait_complete, wait_status
@@ -157,3 +158,12 @@ def test_the_token_goes_to_the_hubs_hosts_and_never_to_a_cdn():
         assert auth_headers(url, "hf_t", hubs) == {}
     mirror = hub_origins("http://127.0.0.1:8080")
     assert auth_headers("https://hf.co/x", "hf_t", mirror) == {}
+
+
+@pytest.mark.parametrize("style", ["cloudfront", "s3"])
+def test_the_expiry_is_read_from_both_signature_styles(sim, style):
+    sim.add_repo("real/styles", {W: 1 * MiB})
+    with configured(sim, cdn_url_style=style):
+        url = sim.signed_url("real/styles", W, lifetime=600)
+    assert abs(signed_expiry(url) - (time.time() + 600)) <= 2, url
+    assert signed_expiry(sim.url + "/api/resolve-cache/models/real/styles/x") is None
