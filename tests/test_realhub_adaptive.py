@@ -13,10 +13,10 @@ W = "model.safetensors"
 
 
 def test_connections_grow_while_a_capped_cdn_gives_more(api_factory, sim):
-    # 1 MB/s per TCP connection. Two connections alone need ~12.6 s for 24 MiB; growing to 8 in
-    # 1.5-second steps finishes in about 5.
+    # 1 MB/s per TCP connection. Two connections alone need ~16.8 s for 32 MiB; growing to 8 in
+    # 1.5-second steps finishes in about 6.
     api = api_factory(download_connections=2, max_total_connections=8, part_size_mb=1)
-    repo, size = "adaptive/capped", 24 * MiB
+    repo, size = "adaptive/capped", 32 * MiB
     commit = sim.add_repo(repo, {W: size})
     sim.set_faults(Fault(repo=repo, path=W, where="cdn", conn_rate_bps=1_000_000))
     sim.reset_counters()
@@ -26,7 +26,7 @@ def test_connections_grow_while_a_capped_cdn_gives_more(api_factory, sim):
     assert_verified(api, sim, repo, commit, [W])
     assert done["result"]["connections"] >= 4, done["result"]
     assert sim.connection_count("cdn") >= 4
-    assert elapsed < 11.5, f"{elapsed:.1f} s: no faster than two connections"
+    assert elapsed < 13, f"{elapsed:.1f} s: hardly faster than two connections"
     assert sim.served_bytes(repo, W) == size
 
 

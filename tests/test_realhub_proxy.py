@@ -2,12 +2,14 @@
 HTTPS mode (CONNECT tunnels), the CA bundle comes from SSL_CERT_FILE, and the bytes are right."""
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 
 import httpx
 import pytest
 
+from api.download.http import Origin, Proxy
 from api.testing.hubsim import HubSim
 
 from ._dl import MiB, sha256_file
@@ -87,3 +89,20 @@ def test_https_download_through_a_connect_proxy(tmp_path, tinyproxy):
     # The byte transfer itself went through the tunnel: a CONNECT to the CDN's port, and the Hub's.
     assert f"CONNECT 127.0.0.1:{ports[1]} " in seen, seen[-3000:]
     assert f"CONNECT 127.0.0.1:{ports[0]} " in seen, seen[-3000:]
+
+
+def test_proxy_choice_follows_the_standard_variables(monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
+                 "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:p%40ss@10.0.0.1:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,.internal")
+    p = Proxy.for_origin(Origin.of("https://cdn-lfs.hf.co/x"))
+    assert (p.host, p.port) == ("10.0.0.1", 3128)
+    assert p.headers == {"Proxy-Authorization": "Basic " + base64.b64encode(b"user:p@ss").decode()}
+    assert Proxy.for_origin(Origin.of("https://hub.internal/x")) is None
+    assert Proxy.for_origin(Origin.of("https://localhost:8443/x")) is None
+    assert Proxy.for_origin(Origin.of("http://mirror.example/x")) is None     # only HTTPS_PROXY is set
+    monkeypatch.setenv("HTTP_PROXY", "proxy.example:8080")
+    p = Proxy.for_origin(Origin.of("http://mirror.example/x"))
+    assert (p.host, p.port, p.headers) == ("proxy.example", 8080, {})
