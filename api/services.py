@@ -67,6 +67,7 @@ class Services:
     def close(self) -> None:
         self.webhooks.close()
         self.containers.close()
+        self.jobs.engine.registry.close()   # a transfer child process saves its offsets and ends
 
 
 def build_services(settings: Settings, jobs: JobManager, cache: HFCache) -> Services:

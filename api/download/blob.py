@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from .http import Origin
@@ -56,3 +57,22 @@ class Part:
     @property
     def remaining(self) -> int:
         return self.end - self.start - self.done
+
+
+class TransferState:
+    """What the engine and the registry read of a blob transfer, wherever it runs."""
+
+    def __init__(self, spec: BlobSpec, staging: Path, opts: TransferOptions):
+        self.spec = spec
+        self.opts = opts
+        self.data_path = staging / f"{spec.key}.part"
+        self.state_path = staging / f"{spec.key}.json"
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.retries = 0
+        self.holders = 0
+        self.waiting: tuple[float, str] | None = None   # (until, wall clock; why) while a rate limit is waited out
+
+    def discard(self) -> None:
+        self.data_path.unlink(missing_ok=True)
+        self.state_path.unlink(missing_ok=True)

@@ -19,9 +19,10 @@ from pathlib import Path
 from tenacity import Retrying, retry_if_exception_type
 
 from ..errors import DownloadError
-from .blob import Aborted, BlobSpec, Part, TransferOptions, lower_priority
+from .blob import Aborted, BlobSpec, Part, TransferOptions, TransferState, lower_priority
 from .http import Connection
 from .location import SharedLocation, resolve
+from .remote import RemoteTransfer, TransferProcess
 from .responses import Reissue, TransientError
 from .retry import Budget
 from .workers import PartPool
@@ -49,15 +50,9 @@ def hash_file(path: Path, spec: BlobSpec) -> str:
     return h.hexdigest()
 
 
-class BlobTransfer:
+class BlobTransfer(TransferState):
     def __init__(self, spec: BlobSpec, staging: Path, opts: TransferOptions):
-        self.spec = spec
-        self.opts = opts
-        self.data_path = staging / f"{spec.key}.part"
-        self.state_path = staging / f"{spec.key}.json"
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-        self.retries = 0
+        super().__init__(spec, staging, opts)
         self.refetched_after_mismatch = False
         self._abort = threading.Event()
         self._lock = threading.Lock()
@@ -68,8 +63,6 @@ class BlobTransfer:
         self._conns: set[Connection] = set()
         self._persisted_at = 0.0
         self._unpersisted = 0
-        self.holders = 0
-        self.waiting: tuple[float, str] | None = None   # (until, wall clock; why) while a rate limit is waited out
         self._pool: PartPool | None = None
         self.location = SharedLocation(lambda: resolve(
             spec.url, opts.token, opts.hubs, opts.connect_timeout, spec.what, spec.page), spec.what, spec.size)
@@ -160,12 +153,6 @@ class BlobTransfer:
             log.warning("blob %s: cannot save part state: %s", self.spec.key[:12], e)
         self._persisted_at, self._unpersisted = now, 0
 
-    def _drop_state(self) -> None:
-        self.state_path.unlink(missing_ok=True)
-
-    def discard(self) -> None:
-        self.data_path.unlink(missing_ok=True)
-        self._drop_state()
 
     # -- the transfer ---------------------------------------------------------------------------
     def _download(self) -> str:
@@ -277,9 +264,13 @@ class BlobTransfer:
 class TransferRegistry:
     """Running transfers by blob key; a job joins a running transfer instead of starting its own."""
 
-    def __init__(self, staging: Path, max_connections: int | None = None):
+    def __init__(self, staging: Path, max_connections: int | None = None, in_child: bool = False):
         self.staging = staging
         self.slots = threading.BoundedSemaphore(max_connections) if max_connections else None
+        # TRANSFER_PROCESS: the transfers run in a child process (api/download/remote.py).
+        self.process = TransferProcess(staging, max_connections or 16) if in_child else None
+        if self.process is not None:
+            self.process.prestart()
         self._lock = threading.Lock()
         self._running: dict[str, BlobTransfer] = {}
 
@@ -288,7 +279,8 @@ class TransferRegistry:
             with self._lock:
                 t = self._running.get(spec.key)
                 if t is None or (t.done.is_set() and t.error is not None):
-                    t = BlobTransfer(spec, self.staging, opts)
+                    t = (BlobTransfer(spec, self.staging, opts) if self.process is None
+                         else RemoteTransfer(spec, self.staging, opts, self.process))
                     self._running[spec.key] = t
                     t.holders += 1
                     t.start()
@@ -314,3 +306,7 @@ class TransferRegistry:
     def running(self) -> list[BlobTransfer]:
         with self._lock:
             return list(self._running.values())
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.close()
