@@ -252,7 +252,7 @@ class Sim:
 
 # -- the API under test (a real `python -m api` subprocess: its RSS and CPU are its own) ---------
 class Api:
-    def __init__(self, work: Path, sim_url: str, port: int):
+    def __init__(self, work: Path, sim_url: str, port: int, **env: str):
         self.dir = work
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -263,7 +263,7 @@ class Api:
             "STATE_DB": str(work / "state" / "state.db"), "RATE_LIMIT_ENABLED": "false", "DISK_RESERVE_MB": "0",
             "DOCKER_HOST": "unix:///nonexistent.sock", "ENV_FILE": str(work / "no.env"), "API_HOST": "127.0.0.1",
             "API_PORT": str(port), "LOG_LEVEL": "warning", "HF_HOME": str(work / "hf-home"),
-            "HF_HUB_DISABLE_TELEMETRY": "1"}
+            "HF_HUB_DISABLE_TELEMETRY": "1", **env}
 
     def start(self) -> "Api":
         rm(self.dir)
@@ -481,10 +481,11 @@ class Bench:
                     f"cpu {run.cpu:6.1f} s, others {run.bg:.2f} cores" + (f" VmHWM {run.extra['hwm_mb']:.0f} MB" if 'hwm_mb' in run.extra else ""))
         return runs
 
-    def m3_progress_latency(self) -> dict:
+    def m3_progress_latency(self, transfer_process: bool = False) -> dict:
         cfg = self.cfg
         self.n_api += 1
-        api = Api(self.scratch / f"api{self.n_api}", self.sim.url, free_port())
+        api = Api(self.scratch / f"api{self.n_api}", self.sim.url, free_port(),
+                  TRANSFER_PROCESS="true" if transfer_process else "false")
         rm(self.scratch / "out")
         sync()
         warm(self.sim.files(cfg.main_repo) + self.sim.files(cfg.second_repo))
@@ -600,7 +601,7 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def report(cfg: Config, m1, m2, m3, m5, m6, hwm_runs: dict[str, float], started: float) -> str:
+def report(cfg: Config, m1, m2, m3, m3b, m5, m6, hwm_runs: dict[str, float], started: float) -> str:
     rows = []
 
     def row(measure: str, value: str, target: str, ok: bool | None, detail: str, bg: float) -> None:
@@ -640,6 +641,10 @@ def report(cfg: Config, m1, m2, m3, m5, m6, hwm_runs: dict[str, float], started:
         f"idle p50 {i['p50']:.1f} / p99 {i['p99']:.1f} ms; downloads {m3['nbytes'] / GiB:.1f} GiB in "
         f"{m3['seconds']:.1f} s ({mbps(m3['nbytes'], m3['seconds']):.0f} MB/s)", m3["bg"])
     row("3. progress errors", str(b["errors"]), "0", b["errors"] == 0, f"{b['n']} requests", m3["bg"])
+    b = m3b["busy"]
+    row("3b. the same with TRANSFER_PROCESS=true (transfers in a child process)", f"{b['p99']:.1f} ms", "< 50 ms",
+        b["p99"] < 50, f"p50 {b['p50']:.1f} ms, max {b['max']:.1f} ms, {b['errors']} errors; downloads in "
+        f"{m3b['seconds']:.1f} s ({mbps(m3b['nbytes'], m3b['seconds']):.0f} MB/s)", m3b["bg"])
     peak = hwm_runs["capped"]
     row(f"4. API peak RSS (VmHWM), {cfg.main_files[cfg.big_file] / GiB:.1f} GiB file", f"{peak:.0f} MB", "< 250 MB",
         peak < 250, f"whole-process VmHWM of a fresh `python -m api` (measurement 2 run); in the uncapped "
@@ -699,6 +704,11 @@ def main() -> int:
         m1 = bench.m1_end_to_end()
         m2 = bench.m2_capped()
         m6 = bench.m6_url_lifetime()
+        m3b = bench.m3_progress_latency(transfer_process=True)
+        api3b = m3b.pop("api")
+        api3b.stop()
+        rm(api3b.dir)
+        m3b.pop("blobs")
         m3 = bench.m3_progress_latency()
         api3 = m3.pop("api")
         m5 = bench.m5_verify(api3, m3.pop("blobs"))
@@ -708,7 +718,7 @@ def main() -> int:
         bench.sim.stop()
         rm(bench.scratch)
     hwm = {"full": max(r.extra["hwm_mb"] for r in m1["API"]), "capped": max(r.extra["hwm_mb"] for r in m2["API"])}
-    table = report(cfg, m1, m2, m3, m5, m6, hwm, started)
+    table = report(cfg, m1, m2, m3, m3b, m5, m6, hwm, started)
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -716,7 +726,7 @@ def main() -> int:
         raw = {k: {t: [{"seconds": r.seconds, "bytes": r.nbytes, "cpu": r.cpu, **{x: y for x, y in r.extra.items()
                                                                                   if x != "job"}} for r in v]
                    for t, v in m.items()} for k, m in (("m1", m1), ("m2", m2), ("m6", m6))}
-        raw["m3"], raw["m5"] = m3, m5
+        raw["m3"], raw["m3b"], raw["m5"] = m3, m3b, m5
         args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
     return 0
 
