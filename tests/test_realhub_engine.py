@@ -91,6 +91,25 @@ def test_a_429_window_with_only_ratelimit_is_waited_out_and_shown(api, sim):
     assert_verified(api, sim, repo, commit, [W])
 
 
+def test_a_rate_limited_hub_api_is_waited_out_while_planning(api, sim):
+    repo, window = "real/ratelimited-api", 5
+    commit = sim.add_repo(repo, {W: 1 * MiB})
+    sim.set_faults(Fault(repo=repo, on="api", where="hub", ratelimit_window=window))
+    began = time.monotonic()
+    j = start(api, repo)          # planning at submit meets the 429: the job is queued, not refused
+
+    def waiting():
+        s = job(api, j["job_id"])
+        assert s["status"] not in ("failed", "complete"), s
+        return s["waiting_reason"] and s
+
+    shown = wait_until(waiting, 20, message="waiting_reason while planning")
+    assert '"api"' in shown["waiting_reason"], shown
+    wait_complete(api, j["job_id"], timeout=60)
+    assert time.monotonic() - began >= window - 1
+    assert_verified(api, sim, repo, commit, [W])
+
+
 def test_gated_repo_is_refused_at_submit_without_a_token(api, sim):
     repo = "real/gated-anon"
     sim.add_repo(repo, {"config.json": b"{}", W: 1 * MiB}, gated=True)
