@@ -11,9 +11,10 @@ from huggingface_hub.errors import SafetensorsParsingError
 from huggingface_hub.utils import filter_repo_objects
 
 from ..download.engine import DownloadEngine, disk_free
-from ..download.http import TransientError
+from ..download.responses import TransientError
 from ..download.hub import FileEntry, Plan, _map_error, make_plan
 from ..errors import ApiError, DownloadError, NotFound, ServiceUnavailable
+from ..jobs.manager import HTTP_FOR_CODE
 from ..jobs.store import ACTIVE, JobStore
 from ..profiles import ProfileStore
 from ..settings import Settings
@@ -28,15 +29,15 @@ from .store import InspectionStore
 log = logging.getLogger(__name__)
 _PROFILE_FLAGS = ("gpu-memory-utilization", "kv-cache-dtype", "max-model-len")
 _KV_DTYPE_BYTES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp16": 2, "bfloat16": 2}
-_STATUS = {"repo_not_found": 404, "revision_not_found": 404, "file_not_found": 404, "gated_repo": 403,
-           "unauthorized": 403, "no_matching_files": 404}
 
 
-def hub_error(e: Exception, what: str) -> ApiError:
+def hub_error(e: Exception, what: str, settings: Settings) -> ApiError:
     """A Hub failure as the API's error: 404/403 for permanent ones, 503 when the Hub is unreachable."""
-    mapped = e if isinstance(e, (DownloadError, TransientError)) else _map_error(e, what)
+    repo_id = what.split("@", 1)[0]
+    mapped = e if isinstance(e, (DownloadError, TransientError)) else \
+        _map_error(e, what, f"{settings.hf_endpoint}/{repo_id}", settings.token())
     if isinstance(mapped, DownloadError):
-        return ApiError(mapped.detail, code=mapped.code, status=_STATUS.get(mapped.code, 502))
+        return ApiError(mapped.detail, code=mapped.code, status=HTTP_FOR_CODE.get(mapped.code, 502))
     if isinstance(mapped, TransientError):
         return ServiceUnavailable(f"{mapped}; no cached inspection to answer from.", code="hub_unreachable")
     return ApiError(f"The Hub's answer for {what} could not be read ({type(e).__name__}).", code="hub_error",
@@ -95,7 +96,7 @@ class Inspector:
             info = self._api().model_info(repo_id, revision=revision, files_metadata=True,
                                           timeout=self.settings.hub_timeout)
         except Exception as e:  # noqa: BLE001 - mapped below
-            err = hub_error(e, what)
+            err = hub_error(e, what, self.settings)
             cached = self.store.latest(repo_id, revision) if err.status == 503 else None
             if cached is None:
                 raise err from e
@@ -112,7 +113,7 @@ class Inspector:
             raise
         except Exception as e:  # noqa: BLE001
             log.warning("inspect %s failed: %s: %s", what, type(e).__name__, e)
-            raise hub_error(e, what) from e
+            raise hub_error(e, what, self.settings) from e
         self.store.put(repo_id, revision, info.sha, doc)
         return {**doc, "source": "hub", "stale": False}
 
@@ -264,7 +265,7 @@ class Inspector:
         try:
             plan = make_plan(self.settings.hf_endpoint, self.settings.token(), repo_id, revision, include, exclude)
         except (DownloadError, TransientError) as e:
-            raise hub_error(e, what) from e
+            raise hub_error(e, what, self.settings) from e
         reused = [f.path for f in plan.files if self.cache.has_blob(repo_id, f)]
         out = {"status": "dry_run", "model_id": repo_id, "revision": revision, "commit": plan.commit,
                "files": [{**f.to_json(), "cached": f.path in reused} for f in plan.files],

@@ -46,7 +46,7 @@ class UpdateChecker:
             info = HfApi(endpoint=self.settings.hf_endpoint, token=self.settings.token() or False).model_info(
                 model_id, revision=revision, files_metadata=True, timeout=self.settings.hub_timeout)
         except Exception as e:  # noqa: BLE001 - by contract a per-model answer, never an error
-            err = hub_error(e, f"{model_id}@{revision}")
+            err = hub_error(e, f"{model_id}@{revision}", self.settings)
             return {**out, "error": err.code, "detail": err.detail}
         out["hub_commit"] = info.sha
         if info.sha == commit:
