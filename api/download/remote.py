@@ -160,6 +160,7 @@ class TransferProcess:
                     with self._lock:
                         t = self._transfers.pop(msg[1], None)
                     if t is not None:
+                        t.update(*msg[3])
                         t.finish(msg[2])
         except (EOFError, OSError):
             pass
@@ -196,6 +197,11 @@ class TransferProcess:
 
 
 # -- the child ------------------------------------------------------------------------------------
+def _state(t: BlobTransfer) -> tuple:
+    """What the parent mirrors of a transfer (RemoteTransfer.update's arguments)."""
+    return (t.completed, t.retries, t.waiting, t.location.refreshes, t.connections_peak)
+
+
 def child(fd: int, staging: Path, max_connections: int) -> None:
     from .transfer import BlobTransfer   # noqa: PLC0415 - the child's own import
 
@@ -213,15 +219,15 @@ def child(fd: int, staging: Path, max_connections: int) -> None:
         t.done.wait()
         with lock:
             running.pop(tid, None)
-        send(("done", tid, _error_out(t.error)))
+        # The last counts go with the end: a transfer shorter than one report interval has no other.
+        send(("done", tid, _error_out(t.error), _state(t)))
 
     def report() -> None:
         while not stop.wait(REPORT_EVERY):
             with lock:
                 items = list(running.items())
             if items:
-                send(("progress", {tid: (t.completed, t.retries, t.waiting, t.location.refreshes,
-                                         t.connections_peak) for tid, t in items}))
+                send(("progress", {tid: _state(t) for tid, t in items}))
 
     threading.Thread(target=report, daemon=True).start()
     while True:
