@@ -31,6 +31,8 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 def _int(lo: int, hi: int) -> Callable[[Any], str]:
     def check(v: Any) -> str:
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)   # JSON Schema's integer: 16.0 is one
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise ValueError(f"an integer from {lo} to {hi}")
         return str(v)
