@@ -224,6 +224,18 @@ def test_node_drained_mid_download_does_not_fail_the_others(api_factory, fleet_s
     assert job["result"]["skipped"] == 1 and job["result"]["failed"] == 0
 
 
+def test_a_node_that_fails_ends_the_job_with_its_error(fleet_api, swarm):
+    # Swarm 20.10 starts a failed job task again whatever its restart policy says: the job must
+    # still end, at each node's first answer, and take the job service (and its retries) with it.
+    repo = f"org/fleet-absent-{uuid.uuid4().hex[:6]}"
+    r = fleet_api.post("/api/fleet/download-model", params={"model_id": repo})
+    assert r.status_code == 202, r.text
+    job = wait_job(fleet_api, r.json()["job_id"], 90)
+    assert job["status"] == "failed" and job["error_code"] == "fleet_nodes_failed", job
+    assert [(n["state"], n["error_code"]) for n in job["result"]["nodes"]] == [("failed", "repo_not_found")] * 2
+    assert not swarm.manager.services.list(filters={"label": "llmbox.fleet.job"})
+
+
 def test_fleet_routes_refuse_bad_input_and_container_mode(api_factory, fleet_api):
     r = fleet_api.post("/api/fleet/download-model", params={"model_id": "../etc"})
     assert r.status_code == 422 and r.json()["error"] == "invalid_model_id"

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from ..download.cache import HFCache
 from ..download.engine import DownloadEngine
+from ..download.hub import bound_hub_calls
 from ..download.transfer import TransferRegistry
 from ..errors import ApiError
 from ..jobs.manager import JobManager
@@ -45,6 +46,7 @@ class Node:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        bound_hub_calls(settings.connect_timeout, settings.stall_timeout)   # as create_app does
         self.cache = HFCache(settings.hf_cache)
         settings.hf_cache.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(settings.state_db)
@@ -52,11 +54,12 @@ class Node:
                                                                        settings.max_total_connections))
         self.jobs = JobManager(settings, self.store, engine)
         self.models = ModelCache(settings, self.cache, self.jobs)
-        self.jobs.runners["verify"] = self.models.run_verify
+        self.jobs.runners["verify"] = self.models.verifier.run
         self.jobs.start()
 
     def close(self) -> None:
         self.jobs.shutdown()
+        self.models.verifier.close()
         self.store.close()
 
     def wait(self, job_id: str) -> dict:
@@ -85,7 +88,7 @@ class Node:
                 "files_reused": done["result"].get("files_reused", 0), "bytes_checked": checked["bytes_checked"]}
 
     def verify(self, model_id: str) -> dict:
-        job = self.models.start_verify(model_id, None)
+        job, _ = self.models.start_verify(model_id, None)
         done = self.wait(job["job_id"])
         if done["status"] != "complete":
             err = ApiError(done["error"] or "verify failed", code=done["error_code"] or "verify_failed")
