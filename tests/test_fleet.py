@@ -176,7 +176,10 @@ def test_fleet_switch_rolls_out_and_a_failing_model_rolls_back(fleet_api, sim, s
     assert r.status_code == 202, r.text
     job = wait_job(fleet_api, r.json()["job_id"], 180)
     assert job["status"] == "failed" and job["error_code"] == "rolled_back", job
-    assert job["result"]["rolled_back"] is True and "rolled back due to failure" in job["result"]["reason"]
+    # The reason names a node whose task of the broken model ended by itself (Swarm's own message
+    # saying so lasts only until the rollback completes: a poll may miss it).
+    assert job["result"]["rolled_back"] is True, job
+    assert any(f"node {nid[:12]}: " in job["result"]["reason"] for nid in task_models(service)), job
     assert job["result"]["previous_model"] == good and job["result"]["env_rewritten"] is False
     assert wait_until(lambda: task_models(service) if len(task_models(service)) == 2 else None, 30, 0.5,
                       "two running tasks") == {nid: good for nid in task_models(service)}
