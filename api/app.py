@@ -152,7 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings.hf_cache.mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
     store = JobStore(settings.state_db)
-    registry = TransferRegistry(cache.staging, settings.max_total_connections)
+    registry = TransferRegistry(cache.staging, settings.max_total_connections, in_child=settings.transfer_process)
     engine = DownloadEngine(settings, cache, registry, on_bytes=metrics.downloaded_bytes.inc)
     manager = JobManager(settings, store, engine)
     limits = LimitsService(settings, manager, engine.bandwidth)

@@ -12,6 +12,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .errors import Unauthorized
 
 PUBLIC_PATHS = frozenset({"/health"})
+# The dashboard's static files hold no data (every data call sends the token): no token to load them.
+PUBLIC_PREFIXES = ("/ui",)
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or any(path == p or path.startswith(p + "/") for p in PUBLIC_PREFIXES)
 
 # auto_error=False: our own 401 body, and the scheme still appears in the OpenAPI document.
 bearer = HTTPBearer(auto_error=False, description="PROXY_API_KEY")
@@ -41,7 +47,7 @@ class AuthGateMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or scope["path"] in PUBLIC_PATHS
+        if (scope["type"] != "http" or is_public(scope["path"])
                 or token_valid(scope["headers"], scope["app"].state.api_key)):
             return await self.app(scope, receive, send)
         has_header = any(k == b"authorization" for k, _ in scope["headers"])

@@ -70,6 +70,7 @@ class Services:
         self.models.verifier.close()
         self.webhooks.close()
         self.containers.close()
+        self.jobs.engine.registry.close()   # a transfer child process saves its offsets and ends
 
 
 def build_services(settings: Settings, jobs: JobManager, cache: HFCache) -> Services:

@@ -4,20 +4,24 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import Retrying, retry_if_exception_type
 
 from ..errors import DownloadError
 from ..settings import Settings
 from .bandwidth import JobThrottle, TokenBucket
 from .cache import HFCache
-from .http import TransientError
+from .http import hub_origins
 from .hub import FileEntry, Plan, make_plan
+from .responses import TransientError
+from .retry import Budget
+from .blob import Part
 from .transfer import Aborted, BlobSpec, BlobTransfer, TransferOptions, TransferRegistry, hash_file
 
 log = logging.getLogger(__name__)
@@ -33,7 +37,17 @@ class Progress:
     bytes_done_files: int = 0                     # bytes of finished files
     active: dict[str, BlobTransfer] = field(default_factory=dict)
     retries: int = 0
+    connections: int = 0         # the most connections one file used (adaptive)
+    url_refreshes: int = 0       # signed CDN URLs re-resolved before or after they expired
+    planning_wait: tuple[float, str] | None = None   # a rate limit waited out while planning
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def waiting(self) -> tuple[float, str] | None:
+        """(until, wall clock; why) of the longest rate-limit wait under way, if any."""
+        with self.lock:
+            waits = [t.waiting for t in self.active.values()] + [self.planning_wait]
+        waits = [w for w in waits if w is not None]
+        return max(waits) if waits else None
 
     @property
     def bytes_downloaded(self) -> int:
@@ -57,18 +71,28 @@ class DownloadEngine:
         self.on_bytes = on_bytes
 
     def plan(self, repo_id: str, revision: str, include: list[str] | None, exclude: list[str] | None,
-             abort: threading.Event | None = None) -> Plan:
-        """make_plan with retries on transient errors (the Hub down, 429, 5xx)."""
+             abort: threading.Event | None = None, progress: Progress | None = None) -> Plan:
+        """make_plan with retries on transient errors (the Hub down, 429, 5xx); a rate limit's reset
+        time is waited out like huggingface_hub does, and shown on the job meanwhile."""
         stop = abort or threading.Event()
+        budget = Budget(Part(0, 0), self.settings.max_retries, self.settings.retry_backoff_max)
+        last: list[BaseException | None] = [None]
+
+        def remember(state) -> None:
+            last[0] = state.outcome.exception()
 
         def sleep(s: float) -> None:
-            if stop.wait(s):
-                raise Aborted(repo_id)
-        retrying = Retrying(retry=retry_if_exception_type(TransientError),
-                            stop=stop_after_attempt(self.settings.max_retries + 1),
-                            wait=wait_random_exponential(multiplier=0.5, max=self.settings.retry_backoff_max),
-                            sleep=sleep,
-                            reraise=True)
+            reason = getattr(last[0], "reason", None)
+            if progress is not None and reason:
+                progress.planning_wait = (time.time() + s, reason)
+            try:
+                if stop.wait(s):
+                    raise Aborted(repo_id)
+            finally:
+                if progress is not None:
+                    progress.planning_wait = None
+        retrying = Retrying(retry=retry_if_exception_type(TransientError), stop=budget.stop, wait=budget.wait,
+                            sleep=sleep, before_sleep=remember, reraise=True)
         try:
             return retrying(make_plan, self.settings.hf_endpoint, self.settings.token(), repo_id, revision,
                             include, exclude, self.settings.stall_timeout)
@@ -91,11 +115,13 @@ class DownloadEngine:
                                stall_timeout=s.stall_timeout, connect_timeout=s.connect_timeout,
                                max_retries=s.max_retries, backoff_max=s.retry_backoff_max,
                                token=s.token(), on_bytes=self.on_bytes, slots=self.registry.slots,
-                               throttle=throttle)
+                               throttle=throttle, max_connections=s.max_total_connections,
+                               hubs=hub_origins(s.hf_endpoint))
 
     def spec(self, plan: Plan, f: FileEntry) -> BlobSpec:
         url = f"{self.settings.hf_endpoint}/{plan.repo_id}/resolve/{plan.commit}/{quote(f.path)}"
-        return BlobSpec(f.key, f.size, url, f.lfs, f"{plan.repo_id}@{plan.commit[:8]}:{f.path}")
+        return BlobSpec(f.key, f.size, url, f.lfs, f"{plan.repo_id}@{plan.commit[:8]}:{f.path}",
+                        f"{self.settings.hf_endpoint}/{plan.repo_id}")
 
     def throttle(self, max_bps: int = 0) -> JobThrottle:
         return JobThrottle(self.bandwidth, max_bps)
@@ -133,6 +159,8 @@ class DownloadEngine:
                     raise t.error
                 self.cache.link_blob(plan.repo_id, f.key, t.data_path)
                 progress.retries += t.retries
+                progress.connections = max(progress.connections, t.connections_peak)
+                progress.url_refreshes += t.location.refreshes
             finally:
                 with progress.lock:
                     if progress.active.get(f.path) is t:
@@ -156,7 +184,8 @@ class DownloadEngine:
             raise real[0] if real else errors[0]
         snap = self.cache.place_snapshot(plan)
         return {"commit": plan.commit, "snapshot": str(snap), "files_reused": reused,
-                "retries": progress.retries}
+                "retries": progress.retries, "connections": progress.connections,
+                "url_refreshes": progress.url_refreshes}
 
     def discard_partials(self, plan: Plan) -> int:
         """Remove staged bytes of this plan that no running transfer holds. Returns bytes freed."""

@@ -3,68 +3,25 @@
 The engine moves bytes itself instead of going through huggingface_hub (which cannot resume across
 runs): one keep-alive connection per worker thread, `read1` what has arrived, `os.pwrite` to the
 part's offset. That keeps the GIL mostly released and the RSS flat at multi-GiB sizes.
+
+Like huggingface_hub (httpx with `trust_env`), connections honour `HTTPS_PROXY`/`HTTP_PROXY`/
+`NO_PROXY` (a CONNECT tunnel for https) and the CA bundle named by `REQUESTS_CA_BUNDLE` or
+`SSL_CERT_FILE`, so a box behind a corporate proxy moves bytes the way it plans.
 """
 from __future__ import annotations
 
-import email.utils
+import base64
+import functools
 import http.client
+import os
 import socket
 import ssl
-import time
+import urllib.request
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urlsplit
 
-from ..errors import DownloadError
-
-USER_AGENT = "llm-box-admin-api/0.3"
-_ERROR_CODES = {
-    "GatedRepo": ("gated_repo", "The repository is gated: a token with access is required."),
-    "RepoNotFound": ("repo_not_found", "The repository does not exist on the Hub (or the token cannot see it)."),
-    "RevisionNotFound": ("revision_not_found", "The revision does not exist in the repository."),
-    "EntryNotFound": ("file_not_found", "A file of the repository is missing on the Hub."),
-}
-
-
-class TransientError(Exception):
-    """Worth retrying: dropped connection, stall, 408/429/5xx. `retry_after` comes from the server."""
-
-    def __init__(self, detail: str, retry_after: float | None = None):
-        super().__init__(detail)
-        self.retry_after = retry_after
-
-
-class RangeIgnored(Exception):
-    """The server answered a ranged request with the whole body."""
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def error_for(status: int, headers: http.client.HTTPMessage | dict, what: str) -> Exception:
-    """Map an HTTP answer to a transient or permanent error, the Hub's `X-Error-Code` first."""
-    get = headers.get
-    hub_code = get("X-Error-Code") or get("x-error-code")
-    if hub_code in _ERROR_CODES:
-        code, detail = _ERROR_CODES[hub_code]
-        return DownloadError(f"{detail} ({what})", code, permanent=True)
-    if status in (408, 429) or status >= 500:
-        return TransientError(f"HTTP {status} for {what}", parse_retry_after(get("Retry-After")))
-    if status in (401, 403):
-        return DownloadError(f"The Hub refused the token (HTTP {status}) for {what}.", "unauthorized", permanent=True)
-    if status == 404:
-        return DownloadError(f"Not found on the Hub: {what}.", "file_not_found", permanent=True)
-    return DownloadError(f"Unexpected HTTP {status} for {what}.", "download_failed", permanent=True)
+USER_AGENT = "llm-box-admin-api/0.4"
+_OFFICIAL_HOSTS = ("huggingface.co", "hf.co")
 
 
 @dataclass(frozen=True)
@@ -78,27 +35,85 @@ class Origin:
         u = urlsplit(url)
         return cls(u.scheme, u.hostname or "", u.port or (443 if u.scheme == "https" else 80))
 
+    @property
+    def netloc(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def hub_origins(endpoint: str) -> frozenset[Origin]:
+    """The origins that are the Hub itself: the endpoint's, plus huggingface.co and hf.co when the
+    endpoint is the official one. They get the token and their redirects are followed; any other
+    origin is a CDN."""
+    own = Origin.of(endpoint)
+    if own.scheme == "https" and own.port == 443 and own.host in _OFFICIAL_HOSTS:
+        return frozenset(Origin("https", h, 443) for h in _OFFICIAL_HOSTS)
+    return frozenset({own})
+
+
+def auth_headers(url: str, token: str | None, hubs: frozenset[Origin]) -> dict[str, str]:
+    """The token goes only to the Hub's own origins, never to a CDN it redirects to."""
+    return {"Authorization": f"Bearer {token}"} if token and Origin.of(url) in hubs else {}
+
 
 def target(url: str) -> str:
     u = urlsplit(url)
     return (u.path or "/") + (f"?{u.query}" if u.query else "")
 
 
+@functools.lru_cache(maxsize=4)
+def _tls_context(cafile: str | None) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cafile)
+
+
+def tls_context() -> ssl.SSLContext:
+    """The CA bundle the way requests/httpx users set it; the system store otherwise."""
+    cafile = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or None
+    return _tls_context(cafile)
+
+
+@dataclass(frozen=True)
+class Proxy:
+    host: str
+    port: int
+    headers: dict
+
+    @classmethod
+    def for_origin(cls, origin: Origin) -> "Proxy | None":
+        proxies = urllib.request.getproxies_environment()
+        url = proxies.get(origin.scheme) or proxies.get("all")
+        if not url or urllib.request.proxy_bypass_environment(origin.netloc, proxies):
+            return None
+        if "://" not in url:
+            url = "http://" + url
+        u = urlsplit(url)
+        headers = {}
+        if u.username:
+            cred = f"{unquote(u.username)}:{unquote(u.password or '')}".encode()
+            headers["Proxy-Authorization"] = "Basic " + base64.b64encode(cred).decode()
+        return cls(u.hostname or "", u.port or 8080, headers)
+
+
 class Connection:
-    """A reusable connection to one origin, reopened after errors."""
+    """A reusable connection to one origin (through a proxy when the environment names one),
+    reopened after errors."""
 
     def __init__(self, origin: Origin, timeout: float, connect_timeout: float):
         self.origin = origin
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.proxy = Proxy.for_origin(origin)
         self._conn: http.client.HTTPConnection | None = None
 
     def _open(self) -> http.client.HTTPConnection:
-        if self.origin.scheme == "https":
-            conn = http.client.HTTPSConnection(self.origin.host, self.origin.port, timeout=self.connect_timeout,
-                                               context=ssl.create_default_context())
+        o, p, t = self.origin, self.proxy, self.connect_timeout
+        if o.scheme == "https":
+            conn = http.client.HTTPSConnection(p.host if p else o.host, p.port if p else o.port, timeout=t,
+                                               context=tls_context())
+            if p:
+                conn.set_tunnel(o.host, o.port, headers=p.headers)   # CONNECT, then TLS to the origin
         else:
-            conn = http.client.HTTPConnection(self.origin.host, self.origin.port, timeout=self.connect_timeout)
+            conn = http.client.HTTPConnection(p.host if p else o.host, p.port if p else o.port, timeout=t)
         conn.connect()
         conn.sock.settimeout(self.timeout)  # a recv that waits this long is a stall
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -107,8 +122,11 @@ class Connection:
     def request(self, method: str, url: str, headers: dict[str, str]) -> http.client.HTTPResponse:
         if self._conn is None:
             self._conn = self._open()
+        forward = self.proxy is not None and self.origin.scheme == "http"   # plain http: absolute URL
+        extra = self.proxy.headers if forward else {}
         try:
-            self._conn.request(method, target(url), headers={"User-Agent": USER_AGENT, **headers})
+            self._conn.request(method, url if forward else target(url),
+                               headers={"User-Agent": USER_AGENT, **extra, **headers})
             return self._conn.getresponse()
         except (OSError, http.client.HTTPException):
             self.close()
@@ -132,32 +150,11 @@ class Connection:
                 pass
 
 
-def auth_headers(url: str, token: str | None, hub: Origin) -> dict[str, str]:
-    """The token goes only to the Hub's own origin, never to a CDN it redirects to."""
-    return {"Authorization": f"Bearer {token}"} if token and Origin.of(url) == hub else {}
-
-
-def resolve_location(url: str, token: str | None, timeout: float, what: str, max_hops: int = 5) -> str:
-    """Follow the Hub's redirects (resolve -> CDN) with HEAD, return the final byte URL."""
-    hub = Origin.of(url)
-    for _ in range(max_hops):
-        origin = Origin.of(url)
-        conn = Connection(origin, timeout, timeout)
-        headers = {"Accept-Encoding": "identity", **auth_headers(url, token, hub)}
-        try:
-            resp = conn.request("HEAD", url, headers)
-            resp.read()
-        except (OSError, http.client.HTTPException) as e:
-            raise TransientError(f"{type(e).__name__} while resolving {what}: {e}") from e
-        finally:
-            conn.close()
-        if resp.status in (301, 302, 303, 307, 308):
-            loc = resp.getheader("Location")
-            if not loc:
-                raise DownloadError(f"Redirect without Location for {what}.", "download_failed", permanent=True)
-            url = urljoin(url, loc)
-            continue
-        if resp.status == 200:
-            return url
-        raise error_for(resp.status, resp.headers, what)
-    raise DownloadError(f"Too many redirects for {what}.", "download_failed", permanent=True)
+def finish(resp: http.client.HTTPResponse, conn: Connection) -> None:
+    """Hand the connection back for the next request. Before Python 3.13 a response read to its
+    end with read1 is not closed, and the next request on the connection fails after it was sent;
+    read() of the (empty) rest closes it properly. Leftover body bytes: the connection is dropped."""
+    if resp.length == 0 and not resp.will_close:
+        resp.read()
+    else:
+        conn.close()

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 
 import httpx2
 from huggingface_hub import HfApi, get_session
-from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError,
-                                    RepositoryNotFoundError, RevisionNotFoundError)
+from huggingface_hub.errors import (DisabledRepoError, EntryNotFoundError, GatedRepoError, HfHubHTTPError,
+                                    HFValidationError, RepositoryNotFoundError, RevisionNotFoundError)
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import filter_repo_objects
 
 from ..errors import DownloadError
-from .http import TransientError
+from .responses import GATED_HELP, RATE_LIMIT_STATUSES, TransientError, rate_limit_wait
 
 log = logging.getLogger(__name__)
 COMMIT = re.compile(r"[0-9a-f]{40}")    # huggingface_hub's REGEX_COMMIT_HASH; also a git blob sha1
@@ -122,17 +122,23 @@ class Plan:
                    [FileEntry(**f) for f in d["tree"]])
 
 
-def _map_error(e: Exception, what: str) -> Exception:
+def _map_error(e: Exception, what: str, page: str, token: str | None) -> Exception:
     # GatedRepoError subclasses RepositoryNotFoundError: test it first.
     if isinstance(e, GatedRepoError):
-        return DownloadError(f"{what} is gated: set HF_TOKEN to a token that was granted access.", "gated_repo",
+        whose = ("the account of HF_TOKEN has not been granted access: " if token
+                 else "no HF_TOKEN is set: ")
+        return DownloadError(f"{what} is gated and {whose}" + GATED_HELP.format(page=page) + ".", "gated_repo",
                              permanent=True)
+    if isinstance(e, DisabledRepoError):
+        return DownloadError(f"{what} has been disabled on the Hub (by its author or the Hub's staff); it cannot be "
+                             "downloaded.", "repo_disabled", permanent=True)
     if isinstance(e, RevisionNotFoundError):
         return DownloadError(f"The revision of {what} does not exist on the Hub.", "revision_not_found",
                              permanent=True)
     if isinstance(e, RepositoryNotFoundError):
-        return DownloadError(f"{what} does not exist on the Hub (or the token cannot see it).", "repo_not_found",
-                             permanent=True)
+        hint = "" if token else "; if it is private, set HF_TOKEN to a token that can read it"
+        return DownloadError(f"{what} does not exist on the Hub (or the token cannot see it){hint}.",
+                             "repo_not_found", permanent=True)
     if isinstance(e, HFValidationError):
         # Our validator is looser than the Hub's (e.g. its 96-character parts): no such repo exists.
         return DownloadError(f"{what} cannot exist on the Hub ({e}).", "repo_not_found", permanent=True)
@@ -140,8 +146,15 @@ def _map_error(e: Exception, what: str) -> Exception:
         return DownloadError(f"A file of {what} is missing on the Hub.", "file_not_found", permanent=True)
     if isinstance(e, HfHubHTTPError) and e.response is not None:
         status = e.response.status_code
+        wait = rate_limit_wait(status, e.response.headers) if status in RATE_LIMIT_STATUSES else None
+        if wait is not None:
+            return TransientError(f"HTTP {status} from the Hub for {what}", *wait)
         if status in (408, 429) or status >= 500:
             return TransientError(f"HTTP {status} from the Hub for {what}")
+        if status == 401 and not token:
+            # The real Hub's answer to an anonymous request for a missing (or private) repo.
+            return DownloadError(f"{what} does not exist on the Hub; if it is private, set HF_TOKEN to a token "
+                                 "that can read it.", "repo_not_found", permanent=True)
         if status in (401, 403):
             return DownloadError(f"The Hub refused the token for {what} (HTTP {status}).", "unauthorized",
                                  permanent=True)
@@ -161,6 +174,18 @@ def bound_hub_calls(connect_timeout: float, stall_timeout: float) -> None:
     get_session().timeout = httpx2.Timeout(stall_timeout, connect=connect_timeout)
 
 
+def _auth_check(api: HfApi, repo_id: str) -> None:
+    """The real Hub lists a gated repo's metadata and tree to everyone; only its files (and this
+    check) refuse. A Hub mirror without the route (404/405) is not an error."""
+    try:
+        api.auth_check(repo_id)
+    except (GatedRepoError, DisabledRepoError, RepositoryNotFoundError):
+        raise
+    except HfHubHTTPError as e:
+        if e.response is None or e.response.status_code not in (404, 405):
+            raise
+
+
 def make_plan(endpoint: str, token: str | None, repo_id: str, revision: str,
               include: list[str] | None = None, exclude: list[str] | None = None,
               timeout: float | None = None) -> Plan:
@@ -169,13 +194,14 @@ def make_plan(endpoint: str, token: str | None, repo_id: str, revision: str,
     api = HfApi(endpoint=endpoint, token=token or False)
     try:
         info = api.repo_info(repo_id, revision=revision, timeout=timeout)  # the tree: the session's timeout
+        _auth_check(api, repo_id)
         commit = check_commit(what, info.sha)  # before it goes into the tree URL and snapshots/<commit>
         tree = [_entry(what, f) for f in api.list_repo_tree(repo_id, revision=commit, recursive=True, expand=False)
                 if isinstance(f, RepoFile)]
     except HubMetadataError:
         raise
     except Exception as e:  # noqa: BLE001 - mapped to the job's error codes
-        raise _map_error(e, what) from e
+        raise _map_error(e, what, f"{endpoint}/{repo_id}", token) from e
     check_tree(what, tree)
     names = set(filter_repo_objects([f.path for f in tree], allow_patterns=include, ignore_patterns=exclude))
     files = [f for f in tree if f.path in names]

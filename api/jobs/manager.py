@@ -26,7 +26,7 @@ from .ticker import tick_loop
 log = logging.getLogger(__name__)
 RUNNING = ("downloading", "verifying", "running")  # "running": a switch job (an addition to the contract)
 HTTP_FOR_CODE = {"repo_not_found": 404, "revision_not_found": 404, "file_not_found": 404, "gated_repo": 403,
-                 "unauthorized": 403, "no_matching_files": 404, "insufficient_storage": 507}
+                 "repo_disabled": 403, "unauthorized": 403, "no_matching_files": 404, "insufficient_storage": 507}
 
 
 class SpeedMeter:
@@ -140,8 +140,10 @@ class JobManager:
         b, total = rec["bytes_downloaded"] or 0, rec["bytes_total"] or 0
         files_done, files_total = rec["files_done"] or 0, rec["files_total"] or 0
         speed, attempts, result = 0.0, rec["attempts"] or 0, rec["result"]
+        waiting = None
         if live is not None and live.progress is not None and status in RUNNING:
             p = live.progress
+            waiting = p.waiting()
             b = max(b, live.max_bytes)
             total, files_total = p.bytes_total or total, p.files_total or files_total
             files_done = max(files_done, p.files_done)
@@ -160,6 +162,8 @@ class JobManager:
             "eta_seconds": round(eta, 1) if eta is not None else None,
             "files_done": files_done, "files_total": files_total,
             "error": rec["error"], "error_code": rec["error_code"], "attempts": attempts,
+            "waiting_until": iso_time(waiting[0]) if waiting else None,
+            "waiting_reason": waiting[1] if waiting else None,
             "created_at": rec["created_at"], "started_at": rec["started_at"],
             "completed_at": rec["completed_at"], "status_url": f"/api/jobs/{rec['job_id']}",
             "callback_url": rec["callback_url"], "result": result,
@@ -419,11 +423,14 @@ class JobManager:
     # -- download runner --------------------------------------------------------------------------
     def _run_download(self, live: LiveJob, rec: dict) -> dict:
         params = rec["params"] or {}
+        live.max_bytes = rec["bytes_downloaded"] or 0
+        # Before planning, so a rate-limit wait there shows on the job; the ticker writes these totals.
+        live.progress = Progress(bytes_total=rec["bytes_total"] or 0, files_total=rec["files_total"] or 0)
         if rec["plan"]:
             plan = Plan.from_json(rec["plan"])
         else:
             plan = self.engine.plan(rec["model_id"], rec["revision"], params.get("include"),
-                                    params.get("exclude"), abort=live.abort)
+                                    params.get("exclude"), abort=live.abort, progress=live.progress)
             rec["plan"] = plan.to_json()
             self.store.update(rec["job_id"], plan=rec["plan"], bytes_total=plan.total_bytes,
                               files_total=len(plan.files))
@@ -431,8 +438,6 @@ class JobManager:
             self.check_disk(plan, exclude_job=rec["job_id"])
         except InsufficientStorage as e:
             raise DownloadError(e.detail, "insufficient_storage", permanent=True) from e
-        live.progress = Progress()
-        live.max_bytes = rec["bytes_downloaded"] or 0
         live.throttle = self.engine.throttle(params.get("max_bps") or 0)
         return self.engine.run(plan, live.progress, live.abort, live.throttle)
 
@@ -444,6 +449,10 @@ class JobManager:
 def _selection(include: list[str] | None, exclude: list[str] | None) -> tuple:
     """A file selection, compared regardless of pattern order or repetition."""
     return (tuple(sorted(set(include))) if include else None, tuple(sorted(set(exclude))) if exclude else None)
+
+
+def iso_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class _NoRetry(threading.Event):

@@ -58,6 +58,8 @@ class Job(BaseModel):
     error: str | None
     error_code: str | None
     attempts: int
+    waiting_until: str | None = None     # while a Hub rate limit is waited out (ISO 8601 UTC)
+    waiting_reason: str | None = None
     created_at: str | None
     started_at: str | None
     completed_at: str | None

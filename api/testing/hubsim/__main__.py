@@ -1,4 +1,4 @@
-"""python -m api.testing.hubsim --root DIR [--port 8788] [--synthetic "org/name:a.json=2000,m.safetensors=5e7"]"""
+"""python -m api.testing.hubsim --root DIR [--port 8788] [--synthetic "org/name:a.json=2000,m.safetensors=5e7"] [--tls]"""
 
 from __future__ import annotations
 
@@ -37,7 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token", action="append", default=[], help="accepted bearer token for gated repos")
     p.add_argument("--synthetic", action="append", default=[], type=parse_synthetic, metavar="REPO[@REV]:PATH=SIZE,...")
     p.add_argument("--gated", action="append", default=[], metavar="REPO_ID", help="mark a --synthetic repo gated")
+    p.add_argument("--private", action="append", default=[], metavar="REPO_ID", help="mark a --synthetic repo private")
+    p.add_argument("--disabled", action="append", default=[], metavar="REPO_ID", help="mark a --synthetic repo disabled")
     p.add_argument("--tree-page-size", type=int, default=50)
+    p.add_argument("--tls", action="store_true", help="serve HTTPS with a local CA (its PEM path is printed as ca=...)")
+    p.add_argument("--cdn-url-lifetime", type=float, default=3600.0, help="seconds a signed CDN URL stays valid")
+    p.add_argument("--cdn-url-style", choices=("cloudfront", "s3", "both"), default="cloudfront")
+    p.add_argument("--cdn-max-size", type=int, default=400 * 10**9, help="bigger files get 400 from the CDN")
+    p.add_argument("--ratelimit-enforce", action="store_true", help="answer 429 once a rate-limit bucket is used up")
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = p.parse_args(argv)
 
@@ -49,15 +56,22 @@ def main(argv: list[str] | None = None) -> int:
         cdn_port=args.cdn_port,
         tree_page_size=args.tree_page_size,
         verbose=args.verbose,
+        tls=args.tls,
+        cdn_url_lifetime=args.cdn_url_lifetime,
+        cdn_url_style=args.cdn_url_style,
+        cdn_max_size=args.cdn_max_size,
+        ratelimit_enforce=args.ratelimit_enforce,
     )
     for repo_id, revision, files in args.synthetic:
-        sim.add_repo(repo_id, files, gated=repo_id in args.gated, revision=revision)
+        flags = {name: repo_id in getattr(args, name) for name in ("gated", "private", "disabled")}
+        sim.add_repo(repo_id, files, revision=revision, **flags)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     sim.start()
-    print(f"hubsim ready url={sim.url} cdn={sim.cdn_url}", flush=True)
+    ca = f" ca={sim.ca_bundle}" if sim.ca_bundle else ""
+    print(f"hubsim ready url={sim.url} cdn={sim.cdn_url}{ca}", flush=True)
     try:
         while not stop.wait(0.5):
             pass

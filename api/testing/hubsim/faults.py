@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 # Request kinds a fault can target. "get"/"head" are file content requests (hub resolve and
 # CDN); "api" is the JSON API (revision, model info, tree).
 KINDS = ("get", "head", "api", "any")
+# Which port a fault can target: the Hub's or the CDN's (None = both).
+WHERE = ("hub", "cdn")
 
 
 @dataclass
@@ -20,6 +23,7 @@ class Fault:
     path: str | None = None  # fnmatch glob over the file path inside the repo
     times: int | None = None  # number of matching requests affected; None = all of them
     on: str = "get"
+    where: str | None = None
     # Effects
     drop_after: int | None = None
     rate_bps: int | None = None
@@ -29,10 +33,20 @@ class Fault:
     stall_seconds: float = 0.0
     ignore_range: bool = False
     corrupt_at: int | None = None
+    conn_rate_bps: int | None = None  # cap per TCP connection, across its keep-alive responses
+    # 429 with only `RateLimit: "<bucket>";r=0;t=<left>` for this many seconds from the first
+    # matching Hub request; then the fault is spent. Never applies on the CDN.
+    ratelimit_window: float | None = None
 
     def __post_init__(self) -> None:
         if self.on not in KINDS:
             raise ValueError(f"Fault.on must be one of {KINDS}, got {self.on!r}")
+        if self.where is not None and self.where not in WHERE:
+            raise ValueError(f"Fault.where must be one of {WHERE} or None, got {self.where!r}")
+        if self.conn_rate_bps is not None and self.conn_rate_bps <= 0:
+            raise ValueError("Fault.conn_rate_bps must be > 0")
+        if self.ratelimit_window is not None and self.ratelimit_window <= 0:
+            raise ValueError("Fault.ratelimit_window must be > 0")
         if self.times is not None and self.times < 0:
             raise ValueError("Fault.times must be >= 0")
         if self.rate_bps is not None and self.rate_bps <= 0:
@@ -55,12 +69,17 @@ class Fault:
         return (
             self.drop_after is not None
             or self.rate_bps is not None
+            or self.conn_rate_bps is not None
             or self.stall_after is not None
             or self.corrupt_at is not None
         )
 
-    def matches(self, kind: str, repo: str | None, path: str | None) -> bool:
+    def matches(self, kind: str, repo: str | None, path: str | None, role: str | None = None) -> bool:
         if self.on != "any" and self.on != kind:
+            return False
+        if self.where is not None and role is not None and self.where != role:
+            return False
+        if self.ratelimit_window is not None and role == "cdn":
             return False
         if self.repo is not None and self.repo != repo:
             return False
@@ -78,6 +97,8 @@ _EFFECT_FIELDS = (
     "stall_seconds",
     "ignore_range",
     "corrupt_at",
+    "conn_rate_bps",
+    "ratelimit_window",
 )
 _DEFAULTS = Fault()
 
@@ -87,10 +108,10 @@ class FaultSet:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._items: list[list[Any]] = []  # [fault, remaining or None]
+        self._items: list[list[Any]] = []  # [fault, remaining or None, rate-limit window end or None]
 
     def replace(self, faults: Iterable[Fault]) -> None:
-        items = [[f, f.times] for f in faults]
+        items = [[f, f.times, None] for f in faults]
         with self._lock:
             self._items = items
 
@@ -100,22 +121,39 @@ class FaultSet:
 
     def active(self) -> list[Fault]:
         with self._lock:
-            return [f for f, left in self._items if left is None or left > 0]
+            return [f for f, left, _ in self._items if left is None or left > 0]
 
-    def take(self, kind: str, repo: str | None, path: str | None, *, status_only: bool = False) -> Fault | None:
+    def take(
+        self,
+        kind: str,
+        repo: str | None,
+        path: str | None,
+        *,
+        status_only: bool = False,
+        role: str | None = None,
+    ) -> Fault | None:
         """Merge the effects of every matching fault (earlier faults win per field) and consume
         one use of each. status_only: the response is a redirect, so only a status can apply and
-        byte faults must stay armed for the request that carries the content."""
+        byte faults must stay armed for the request that carries the content. A rate-limit
+        window comes back as the seconds left in it."""
         merged: dict[str, Any] = {}
+        now = time.monotonic()
         with self._lock:
             for item in self._items:
-                fault, left = item
+                fault, left, window_end = item
                 if left is not None and left <= 0:
                     continue
-                if not fault.matches(kind, repo, path):
+                if not fault.matches(kind, repo, path, role):
                     continue
-                if status_only and fault.status is None:
+                if status_only and fault.status is None and fault.ratelimit_window is None:
                     continue
+                if fault.ratelimit_window is not None:
+                    if window_end is None:
+                        window_end = item[2] = now + fault.ratelimit_window
+                    if now >= window_end:
+                        item[1] = 0  # the window is over: spent
+                        continue
+                    merged.setdefault("ratelimit_window", window_end - now)
                 if left is not None:
                     item[1] = left - 1
                 for name in _EFFECT_FIELDS:

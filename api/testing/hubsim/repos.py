@@ -59,6 +59,12 @@ class FileEntry:
         return lfs_pointer(self.sha256, self.size)
 
     @property
+    def xet_hash(self) -> str:
+        """Stands in for the Xet content hash: 64 hex, derived from the content, never equal to
+        the sha256 (a client that checks one against the other must notice)."""
+        return hashlib.sha256(b"hubsim-xet:" + bytes.fromhex(self.sha256)).hexdigest()
+
+    @property
     def etag(self) -> str:
         """The name the client stores the blob under."""
         return self.sha256 if self.lfs else self.git_sha1
@@ -70,6 +76,7 @@ class FileEntry:
             "git_sha1": self.git_sha1,
             "lfs": self.lfs,
             "etag": self.etag,
+            "xet_hash": self.xet_hash,
         }
 
 
@@ -84,8 +91,21 @@ class Revision:
 class Repo:
     repo_id: str
     gated: bool = False
+    private: bool = False
+    disabled: bool = False
     refs: dict[str, str] = field(default_factory=dict)  # branch/tag name -> commit
     commits: dict[str, Revision] = field(default_factory=dict)
+
+    @property
+    def object_id(self) -> str:
+        """The opaque id the CDN knows the repo by (24 hex, like the Hub's object ids)."""
+        return hashlib.sha1(b"hubsim-repo:" + self.repo_id.encode()).hexdigest()[:24]
+
+    def by_xet_hash(self, xet_hash: str, filename: str | None = None) -> FileEntry | None:
+        """A file of any commit with that content; the file name breaks ties between copies."""
+        found = [e for rev in list(self.commits.values()) for e in rev.files.values() if e.xet_hash == xet_hash]
+        named = [e for e in found if filename and posixpath.basename(e.path) == filename]
+        return (named or found or [None])[0]
 
     def resolve(self, rev: str) -> Revision | None:
         commit = self.refs.get(rev, rev)
@@ -169,7 +189,19 @@ class RepoStore:
     def by_sha256(self, sha256: str) -> FileEntry | None:
         return self._by_sha256.get(sha256)
 
-    def add_repo(self, repo_id: str, files: dict[str, bytes | int], *, gated: bool = False, revision: str = "main") -> str:
+    def by_object_id(self, object_id: str) -> Repo | None:
+        return next((r for r in list(self._repos.values()) if r.object_id == object_id), None)
+
+    def add_repo(
+        self,
+        repo_id: str,
+        files: dict[str, bytes | int],
+        *,
+        gated: bool = False,
+        revision: str = "main",
+        private: bool = False,
+        disabled: bool = False,
+    ) -> str:
         _check_repo_id(repo_id)
         if not revision:
             raise ValueError("revision must not be empty")
@@ -192,7 +224,7 @@ class RepoStore:
             }
             dirs = sorted({d for p in entries for d in _parents(p)})
             repo = self._repos.get(repo_id) or Repo(repo_id)
-            repo.gated = gated
+            repo.gated, repo.private, repo.disabled = gated, private, disabled
             repo.commits[commit] = Revision(commit, entries, dirs)
             repo.refs[revision] = commit
             self._repos[repo_id] = repo
