@@ -20,13 +20,9 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from ..download.cache import HFCache
-from ..download.engine import DownloadEngine
-from ..download.hub import bound_hub_calls
-from ..download.transfer import TransferRegistry
+from ..core import build_core
 from ..errors import ApiError
-from ..jobs.manager import JobManager
-from ..jobs.store import FINAL, JobStore
+from ..jobs.store import FINAL
 from ..models_cache import ModelCache
 from ..settings import Settings
 from ..validation import validate_patterns, validate_repo_id, validate_revision
@@ -46,15 +42,9 @@ class Node:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        bound_hub_calls(settings.connect_timeout, settings.stall_timeout)   # as create_app does
-        self.cache = HFCache(settings.hf_cache)
-        settings.hf_cache.mkdir(parents=True, exist_ok=True)
-        self.store = JobStore(settings.state_db)
-        engine = DownloadEngine(settings, self.cache, TransferRegistry(self.cache.staging,
-                                                                       settings.max_total_connections))
-        self.jobs = JobManager(settings, self.store, engine)
-        self.models = ModelCache(settings, self.cache, self.jobs)
-        self.jobs.runners["verify"] = self.models.verifier.run
+        core = build_core(settings)   # what create_app builds
+        self.store, self.jobs = core.store, core.jobs
+        self.models = ModelCache(settings, core.cache, self.jobs)
         self.jobs.start()
 
     def close(self) -> None:
