@@ -14,13 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .auth import PUBLIC_PATHS, AuthGateMiddleware, reject_unknown_query, require_token, token_valid
-from .download.cache import HFCache
-from .download.engine import DownloadEngine
-from .download.hub import bound_hub_calls
-from .download.transfer import TransferRegistry
+from .core import build_core
 from .errors import ApiError
-from .jobs.manager import JobManager
-from .jobs.store import JobStore
 from .request_guard import BodyLimitMiddleware, client_address, parse_networks
 from .metrics import LatencyMiddleware, Metrics
 from .limits import LimitsService
@@ -146,15 +141,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not key.strip():
         raise RuntimeError("PROXY_API_KEY is empty: refusing to start an admin API without a token.")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    bound_hub_calls(settings.connect_timeout, settings.stall_timeout)
-
-    cache = HFCache(settings.hf_cache)
-    settings.hf_cache.mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
-    store = JobStore(settings.state_db)
-    registry = TransferRegistry(cache.staging, settings.max_total_connections, in_child=settings.transfer_process)
-    engine = DownloadEngine(settings, cache, registry, on_bytes=metrics.downloaded_bytes.inc)
-    manager = JobManager(settings, store, engine)
+    core = build_core(settings, on_bytes=metrics.downloaded_bytes.inc)
+    cache, store, engine, manager = core.cache, core.store, core.engine, core.jobs
     limits = LimitsService(settings, manager, engine.bandwidth)
     metrics.watch_jobs(store.counts_by_status)
 

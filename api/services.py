@@ -27,7 +27,6 @@ class Services:
         self.profiles = ProfileStore(settings.serve_profiles_file)
         self.switch = SwitchService(settings, jobs, self.models, self.containers, self.lock, self.profiles)
         self.webhooks = WebhookNotifier(settings, jobs.store)
-        jobs.runners["verify"] = self.models.verifier.run
         jobs.runners["switch"] = self.switch.run
         jobs.final_hooks.append(self._activate_after_download)
         jobs.final_hooks.append(self.webhooks)

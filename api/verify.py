@@ -32,6 +32,7 @@ class Verifier:
         self._lock = threading.Lock()
         # hashlib drops the GIL, so files hash in parallel on every core; not more threads than that.
         self._hashers = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="verify-hash")
+        jobs.runners["verify"] = self.run
 
     def start(self, repo_id: str, callback_url: str | None) -> tuple[dict, bool]:
         """(job, created): a verify of a model already being verified is that job."""

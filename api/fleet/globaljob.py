@@ -22,6 +22,7 @@ from .swarm import JobSpec, Swarm, Task
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 NO_TASK_GRACE = 20.0    # seconds for Swarm to place the first task before "no eligible node"
+ENDED = ("complete", "failed", "rejected")   # a task that ran (or could not start) and exited
 
 
 @dataclass
@@ -99,6 +100,15 @@ def fold(task: Task, node: dict | None, lines: list[str]) -> NodeRun:
     return run
 
 
+def answer(tasks: list[Task]) -> Task:
+    """The task that speaks for a node: its first that ran to an end, else its latest.
+
+    Swarm (20.10 at least) starts a global job's failed task again and again whatever its restart
+    policy says; following the latest task would wait for a success that never comes. The node
+    CLI has retried already, so its first exit is the node's answer."""
+    return next((t for t in tasks if t.state in ENDED), tasks[-1])
+
+
 def interrupted(what: str) -> ApiError:
     """The API is stopping: the job ends failed (a fleet job is not resumed at the next start)."""
     return ApiError(f"The service stopped while {what} ran; run it again.", code="interrupted", status=503)
@@ -122,16 +132,16 @@ class GlobalJob:
             self.swarm.remove(service_id)
 
     def snapshot(self, service_id: str) -> list[NodeRun]:
-        tasks = self.swarm.tasks(service_id)
-        latest: dict[str, Task] = {}
-        for t in sorted(tasks, key=lambda t: t.created):
+        by_node: dict[str, list[Task]] = {}
+        for t in sorted(self.swarm.tasks(service_id), key=lambda t: t.created):
             if t.node_id:
-                latest[t.node_id] = t
-        if not latest:
+                by_node.setdefault(t.node_id, []).append(t)
+        if not by_node:
             return []
         nodes = {n["ID"]: n for n in self.swarm.nodes()}
         logs = self.swarm.stdout_lines(service_id)
-        return [fold(t, nodes.get(nid), logs.get(t.id, [])) for nid, t in sorted(latest.items())]
+        chosen = {nid: answer(ts) for nid, ts in by_node.items()}
+        return [fold(t, nodes.get(nid), logs.get(t.id, [])) for nid, t in sorted(chosen.items())]
 
     def _follow(self, service_id: str) -> list[NodeRun]:
         started = time.monotonic()

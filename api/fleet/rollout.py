@@ -30,9 +30,15 @@ def task_view(swarm: Swarm, service_id: str) -> list[dict]:
 
 
 def failure_reasons(swarm: Swarm, service_id: str, model_id: str) -> list[str]:
-    """The errors of tasks that ran the new model and failed: why Swarm rolled back."""
-    return sorted({f"node {t.node_id[:12]}: {t.error or t.state}" for t in swarm.tasks(service_id)
-                   if t.env.get(KEY) == model_id and (t.error or t.state in ("failed", "rejected"))})
+    """The tasks that ran the new model and ended by themselves: why Swarm rolled back.
+
+    A task Swarm stopped (the rollback) ends `shutdown`; one that failed, was refused, or exited
+    on its own (an unhealthy container killed, a server that quit with status 0) ends in one of
+    these states. Swarm's own "rolled back due to failure" message lasts only until the rollback
+    completes, so these stay the reliable record."""
+    return sorted({f"node {t.node_id[:12]}: {t.error or f'task {t.state} (exit code {t.exit_code})'}"
+                   for t in swarm.tasks(service_id)
+                   if t.env.get(KEY) == model_id and (t.error or t.state in ("failed", "rejected", "complete"))})
 
 
 def follow(swarm: Swarm, name: str, started_before: str | None, timeout: float, abort: threading.Event,

@@ -20,12 +20,9 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from ..download.cache import HFCache
-from ..download.engine import DownloadEngine
-from ..download.transfer import TransferRegistry
+from ..core import build_core
 from ..errors import ApiError
-from ..jobs.manager import JobManager
-from ..jobs.store import FINAL, JobStore
+from ..jobs.store import FINAL
 from ..models_cache import ModelCache
 from ..settings import Settings
 from ..validation import validate_patterns, validate_repo_id, validate_revision
@@ -45,18 +42,14 @@ class Node:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.cache = HFCache(settings.hf_cache)
-        settings.hf_cache.mkdir(parents=True, exist_ok=True)
-        self.store = JobStore(settings.state_db)
-        engine = DownloadEngine(settings, self.cache, TransferRegistry(self.cache.staging,
-                                                                       settings.max_total_connections))
-        self.jobs = JobManager(settings, self.store, engine)
-        self.models = ModelCache(settings, self.cache, self.jobs)
-        self.jobs.runners["verify"] = self.models.run_verify
+        core = build_core(settings)   # what create_app builds
+        self.store, self.jobs = core.store, core.jobs
+        self.models = ModelCache(settings, core.cache, self.jobs)
         self.jobs.start()
 
     def close(self) -> None:
         self.jobs.shutdown()
+        self.models.verifier.close()
         self.store.close()
 
     def wait(self, job_id: str) -> dict:
@@ -85,7 +78,7 @@ class Node:
                 "files_reused": done["result"].get("files_reused", 0), "bytes_checked": checked["bytes_checked"]}
 
     def verify(self, model_id: str) -> dict:
-        job = self.models.start_verify(model_id, None)
+        job, _ = self.models.start_verify(model_id, None)
         done = self.wait(job["job_id"])
         if done["status"] != "complete":
             err = ApiError(done["error"] or "verify failed", code=done["error_code"] or "verify_failed")
