@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     inference_api_key: SecretStr | None = None   # vLLM's --api-key: the switch's /v1/models probe sends it
     served_model_alias: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
     serve_profiles_file: Path = Path("./serve-profiles.yaml")
+    switch_propose_profile: bool = True   # a model without a profile gets one from the fit planner
     webhook_secret: SecretStr | None = None
     webhook_allowed_hosts: str = ""
     webhook_max_attempts: int = Field(5, ge=1, le=20)

@@ -4,15 +4,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from . import envfile
 from .containers import ContainerManager, SwitchFailed
 from .errors import ApiError, Conflict, ServiceUnavailable
 from .jobs.manager import JobManager, LiveJob
 from .models_cache import ModelCache
-from .profiles import ProfileStore, revision_args
+from .profiles import Profile, ProfileStore, revision_args
 from .settings import Settings
 from .validation import validate_repo_id
+
+if TYPE_CHECKING:
+    from .inspect.propose import ProfileProposer, Proposal
 
 log = logging.getLogger(__name__)
 ARGS_KEY = envfile.ARGS_KEY
@@ -27,6 +31,8 @@ class SwitchService:
         self.models = models
         self.containers = containers
         self.lock = lock   # shared with delete: neither may race the other
+        # Set by the inspection wiring (built after the services): model_id -> Proposal | None.
+        self.proposer: ProfileProposer | None = None
 
     def request(self, model_id: str, restart: bool, callback_url: str | None = None) -> dict:
         validate_repo_id(model_id)
@@ -56,12 +62,12 @@ class SwitchService:
         finally:
             self.lock.release()
 
-    def serve_env(self, model_id: str) -> dict[str, str]:
+    def serve_env(self, model_id: str, proposed: dict | None = None) -> dict[str, str]:
         """What .env and the inference container's environment must say to serve `model_id`: the
-        model, and its profile's flags plus the revision pin (INFERENCE_ARGS). An empty
-        INFERENCE_ARGS is only written where the key is already in .env, so a box without
-        profiles sees nothing but DEFAULT_MODEL change."""
-        profile = self.profiles.get(model_id)
+        model, and its profile's flags (or, without a profile, the `proposed` ones) plus the
+        revision pin (INFERENCE_ARGS). An empty INFERENCE_ARGS is only written where the key is
+        already in .env, so a box without profiles sees nothing but DEFAULT_MODEL change."""
+        profile = self.profiles.get(model_id) or (Profile(model_id, proposed) if proposed else None)
         argv = (profile.argv() if profile else [])
         argv += revision_args(self.settings.hf_cache, model_id, self.models.status(model_id).get("commit"))
         env = {"DEFAULT_MODEL": model_id}
@@ -74,6 +80,16 @@ class SwitchService:
         try:
             return envfile.read_value(self.settings.env_file, ARGS_KEY)
         except OSError:
+            return None
+
+    def _proposal(self, model_id: str) -> Proposal | None:
+        """The fit planner's profile for a model that has none (SWITCH_PROPOSE_PROFILE), or None."""
+        if not (self.settings.switch_propose_profile and self.proposer) or self.profiles.get(model_id):
+            return None
+        try:
+            return self.proposer.propose(model_id)
+        except Exception as e:  # noqa: BLE001 - a proposal is advice: it never fails the switch
+            log.warning("switch %s: no profile proposed: %s: %s", model_id, type(e).__name__, e)
             return None
 
     def _probe_headers(self) -> dict[str, str]:
@@ -91,7 +107,12 @@ class SwitchService:
         def step(name: str, info: dict | None = None) -> None:
             steps.append({"step": name, "at_seconds": round(time.monotonic() - started, 3), **(info or {})})
 
-        serve = self.serve_env(model_id)
+        proposal = self._proposal(model_id)
+        result["proposed_profile"] = proposal.to_json() if proposal else None
+        if proposal:
+            step("profile_proposed", proposal.to_json())
+            log.info("job %s: proposed for %s: %s", live.job_id, model_id, proposal.args)
+        serve = self.serve_env(model_id, proposal.args if proposal else None)
         # The alias itself comes from .env through the compose file (SERVED_MODEL_ALIAS).
         result["served_model_names"] = [self.settings.served_model_alias, model_id]
         result["inference_args"] = serve.get(ARGS_KEY, "")

@@ -24,6 +24,7 @@ class Architecture:
     context_length: int | None
     source: str            # "config.json" or "gguf"
     model_type: str | None = None
+    attention_heads: int | None = None   # tensor parallelism must divide them
 
     def kv_bytes_per_token(self, dtype_bytes: int | None = None) -> int:
         return 2 * self.layers * self.kv_heads * self.head_dim * (dtype_bytes or self.dtype_bytes)
@@ -51,7 +52,7 @@ def from_config(cfg: dict) -> Architecture | None:
     dtype = str(c.get("torch_dtype") or c.get("dtype") or cfg.get("torch_dtype") or "bfloat16")
     ctx = _int(c.get("max_position_embeddings")) or _int(c.get("n_positions")) or _int(c.get("seq_length"))
     return Architecture(layers, kv, head_dim, _DTYPE_BYTES.get(dtype, 2), ctx, "config.json",
-                        c.get("model_type") or cfg.get("model_type"))
+                        c.get("model_type") or cfg.get("model_type"), heads)
 
 
 def from_gguf(h: dict) -> Architecture | None:
@@ -66,7 +67,7 @@ def from_gguf(h: dict) -> Architecture | None:
     if not head_dim:
         return None
     return Architecture(layers, _int(kv) or heads, head_dim, 2, _int(h.get("context_length")), "gguf",
-                        h.get("architecture"))
+                        h.get("architecture"), heads)
 
 
 @dataclass(frozen=True)
@@ -81,11 +82,16 @@ class Gpu:
 
 
 def plan_fit(weights_bytes: int, arch: Architecture | None, gpu: Gpu, *, utilization: float,
-             overhead_bytes: int, kv_dtype_bytes: int | None, max_model_len: int | None) -> dict:
+             overhead_bytes: int, kv_dtype_bytes: int | None, max_model_len: int | None,
+             tensor_parallel_size: int = 1) -> dict:
+    """With tensor parallelism over N GPUs the weights and the KV cache are split N ways and each
+    GPU pays the overhead: the same sums with N x the usable memory and N x the overhead."""
+    tp = tensor_parallel_size
+    overhead_bytes *= tp
     out: dict = {"weights_bytes": weights_bytes, "overhead_bytes": overhead_bytes, "gpu": gpu.to_json(),
-                 "gpu_memory_utilization": utilization, "usable_bytes": None, "kv_bytes_per_token": None,
-                 "max_model_len": None, "kv_cache_bytes": None, "required_bytes": None,
-                 "max_model_len_that_fits": None}
+                 "gpu_memory_utilization": utilization, "tensor_parallel_size": tp, "usable_bytes": None,
+                 "kv_bytes_per_token": None, "max_model_len": None, "kv_cache_bytes": None,
+                 "required_bytes": None, "max_model_len_that_fits": None}
     kpt = arch.kv_bytes_per_token(kv_dtype_bytes) if arch else None
     ctx = max_model_len or (arch.context_length if arch else None)
     out.update(kv_bytes_per_token=kpt, max_model_len=ctx)
@@ -95,7 +101,7 @@ def plan_fit(weights_bytes: int, arch: Architecture | None, gpu: Gpu, *, utiliza
     if gpu.total_bytes is None:
         return {**out, "verdict": "unknown",
                 "reason": "GPU memory is unknown: set GPU_MEMORY_GB or pass gpu_memory_gb."}
-    usable = int(gpu.total_bytes * utilization)
+    usable = int(gpu.total_bytes * utilization) * tp
     out["usable_bytes"] = usable
     room = usable - weights_bytes - overhead_bytes
     if room < 0:
@@ -115,6 +121,15 @@ def plan_fit(weights_bytes: int, arch: Architecture | None, gpu: Gpu, *, utiliza
                 "reason": f"Fits with max_model_len {largest} (of {ctx}): set MAX_MODEL_LEN={largest}."}
     return {**out, "verdict": "does_not_fit",
             "reason": f"Only {largest} tokens of KV cache fit; at least {min(MIN_CONTEXT, ctx)} are needed."}
+
+
+def tensor_parallel_size(gpu_count: int, attention_heads: int | None) -> int:
+    """The largest power of two up to the GPU count that divides the attention heads (vLLM refuses
+    a tensor parallel size that does not divide them); 1 when nothing larger qualifies."""
+    tp = 1
+    while attention_heads and tp * 2 <= gpu_count and attention_heads % (tp * 2) == 0:
+        tp *= 2
+    return tp
 
 
 def disk_verdict(bytes_to_fetch: int, free_bytes: int, reserve_bytes: int, promised_bytes: int = 0) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 from huggingface_hub import HfApi
 
@@ -27,14 +28,19 @@ def weight_files(paths: set[str]) -> tuple[list[str], str | None]:
                   and not posixpath.basename(p).startswith("consolidated")), None
 
 
-def read(api: HfApi, reader: HubReader, paths: set[str]) -> dict | None:
+def shards(paths: set[str], small: Callable[[str], bytes]) -> tuple[list[str], str | None, dict | None]:
+    """The weight files among `paths`, the index naming them (read with `small`) and its metadata."""
     files, index = weight_files(paths)
     index_meta = None
     if index:
-        doc = json.loads(reader.small(index))
+        doc = json.loads(small(index))
         files = sorted(set(doc.get("weight_map", {}).values()))
         index_meta = doc.get("metadata")
-    files = [f for f in files if f in paths]
+    return [f for f in files if f in paths], index, index_meta
+
+
+def read(api: HfApi, reader: HubReader, paths: set[str]) -> dict | None:
+    files, index, index_meta = shards(paths, reader.small)
     if not files:
         return None
 

@@ -1,10 +1,8 @@
 """Inspect a repo (cached per repo@commit), plan its fit, and dry-run a download."""
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from huggingface_hub import HfApi
 from huggingface_hub.errors import SafetensorsParsingError
@@ -19,11 +17,10 @@ from ..jobs.store import ACTIVE, JobStore
 from ..profiles import ProfileStore
 from ..settings import Settings
 from . import safetensors_meta
-from .classify import format_of, kind_of, precision_of
-from .fit import Architecture, Gpu, disk_verdict, from_config, from_gguf, plan_fit
-from .gguf_meta import FIRST_READ, Variant, group_variants, read_header
+from .fit import Architecture, Gpu, disk_verdict, from_gguf, plan_fit
 from .gpu import GpuProbe, gb_to_bytes
 from .hubread import HubReader
+from .layout import file_row, read_layout
 from .store import InspectionStore
 
 log = logging.getLogger(__name__)
@@ -124,54 +121,22 @@ class Inspector:
         files = []
         for s in info.siblings or []:
             lfs = s.lfs
-            files.append({"path": s.rfilename, "kind": kind_of(s.rfilename), "format": format_of(s.rfilename),
-                          "precision": precision_of(s.rfilename), "size": s.size or (lfs.size if lfs else 0),
+            files.append({**file_row(s.rfilename, s.size or (lfs.size if lfs else 0)),
                           "sha256": lfs.sha256 if lfs else None, "sha1": s.blob_id, "lfs": lfs is not None})
         paths = {f["path"] for f in files}
-        config, arch = None, None
-        if "config.json" in paths:
-            try:
-                config = json.loads(reader.small("config.json"))
-                arch = from_config(config) if isinstance(config, dict) else None
-            except ValueError:
-                config = None
         st = None
         if any(p.endswith(".safetensors") for p in paths):
             try:
                 st = safetensors_meta.read(self._api(), reader, paths)
             except (SafetensorsParsingError, ValueError) as e:   # a broken file is a fact, not a failure
                 st = {"error": "unreadable_header", "detail": str(e)[:300]}
-        variants = group_variants([(f["path"], f["size"]) for f in files if f["format"] == "gguf"])
-        self._read_headers(reader, variants)
-        quant = {p: v.to_json()["quantization"] for v in variants for p in v.files}
-        for f in files:
-            if f["path"] in quant:
-                f["precision"] = precision_of(f["path"], quant[f["path"]])
-        if arch is None and variants and variants[0].header and "error" not in variants[0].header:
-            arch = from_gguf(variants[0].header)
+        config, arch, variants = read_layout(reader, files)
         return {"model_id": repo_id, "revision": revision, "commit": commit, "repo": _facts(info),
                 "files": files,
                 "config": {k: config.get(k) for k in ("model_type", "architectures", "torch_dtype")}
                 if isinstance(config, dict) else None,
                 "architecture": arch.to_json() if arch else None, "safetensors": st,
                 "variants": [v.to_json() for v in variants]}
-
-    def _read_headers(self, reader: HubReader, variants: list[Variant]) -> None:
-        """The first header grows until complete; the others start at its size (one read each)."""
-        if not variants:
-            return
-
-        def one(v: Variant, first: int) -> None:
-            path = v.files[0]
-            try:
-                v.header = read_header(lambda s, e: reader.range(path, s, e), v.extra["first_size"], first)
-            except ValueError as e:    # not GGUF after all: the name is all there is
-                v.header = {"error": "unreadable_header", "detail": str(e)[:300]}
-
-        one(variants[0], FIRST_READ)
-        known = variants[0].header.get("bytes_read") or FIRST_READ
-        with ThreadPoolExecutor(4, thread_name_prefix="gguf-header") as pool:
-            list(pool.map(lambda v: one(v, known), variants[1:]))
 
     # -- the live parts: what is cached, what fits --------------------------------------------------
     def gpu_for(self, gpu_memory_gb: float | None) -> Gpu:
@@ -188,13 +153,14 @@ class Inspector:
         return {k: v for k, v in (profile.args if profile else {}).items() if k in _PROFILE_FLAGS}
 
     def _fit(self, repo_id: str, weights: int, arch: Architecture | None, gpu: Gpu,
-             max_model_len: int | None) -> dict:
+             max_model_len: int | None, tensor_parallel_size: int = 1) -> dict:
         s = self.settings
         served = self._serve_args(repo_id)
         utilization = float(served.get("gpu-memory-utilization", s.gpu_memory_utilization))
         kv_bytes = _KV_DTYPE_BYTES.get(served.get("kv-cache-dtype", s.kv_cache_dtype))
         out = plan_fit(weights, arch, gpu, utilization=utilization, overhead_bytes=s.fit_overhead_mb << 20,
-                       kv_dtype_bytes=kv_bytes, max_model_len=max_model_len or served.get("max-model-len"))
+                       kv_dtype_bytes=kv_bytes, max_model_len=max_model_len or served.get("max-model-len"),
+                       tensor_parallel_size=tensor_parallel_size)
         return {**out, "serve_profile": served}
 
     def _disk(self, plan: Plan) -> dict:
@@ -279,17 +245,18 @@ class Inspector:
         out["fit"] = self.fit_selection(doc, {f.path for f in plan.files}, self.gpu_for(None))
         return out
 
-    def fit_selection(self, doc: dict, selected: set[str], gpu: Gpu) -> dict:
+    def fit_selection(self, doc: dict, selected: set[str], gpu: Gpu, tensor_parallel_size: int = 1) -> dict:
         """The fit of what a download with this selection would fetch. Several GGUF variants selected:
         the largest is judged, since it is the one that may not fit."""
         variants = [v for v in doc.get("variants") or [] if set(v["files"]) <= selected]
         base = _architecture(doc.get("architecture"))
+        tp = tensor_parallel_size
         if not variants:
-            return {"variant": None, **self._fit(doc["model_id"], self._weights(doc, selected), base, gpu, None)}
+            return {"variant": None,
+                    **self._fit(doc["model_id"], self._weights(doc, selected), base, gpu, None, tp)}
         v = variants[-1]
         arch = (from_gguf(v["header"]) if v.get("header") else None) or base
-        return {"variant": v["name"], **self._fit(doc["model_id"], v["size"], arch, gpu, None)}
-
+        return {"variant": v["name"], **self._fit(doc["model_id"], v["size"], arch, gpu, None, tp)}
 
 def select(doc: dict, include: list[str] | None) -> set[str]:
     return set(filter_repo_objects([f["path"] for f in doc["files"]], allow_patterns=include))

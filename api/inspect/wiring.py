@@ -9,6 +9,7 @@ from ..settings import Settings
 from .catalog import load_catalog
 from .catalog_view import Catalog
 from .gpu import GpuProbe
+from .propose import ProfileProposer
 from .service import Inspector
 from .store import InspectionStore
 from .updates import UpdateChecker
@@ -30,5 +31,7 @@ def build_inspection(settings: Settings, engine: DownloadEngine, jobs: JobStore,
     entries = load_catalog(settings.catalog_file)      # a bad file stops start-up here, naming the line
     inspector = Inspector(settings, engine, InspectionStore(settings.state_db), GpuProbe(settings, services.containers),
                           jobs, services.profiles)
+    # The switch is built before the inspector it asks for a proposed profile.
+    services.switch.proposer = ProfileProposer(inspector, services.models)
     return Inspection(inspector, Catalog(entries, inspector, services.models.active_model),
                       UpdateChecker(settings, engine.cache, jobs))
