@@ -35,6 +35,7 @@ demo: install
 bench: install
 	$(PY) bench/bench_download.py
 	$(PY) bench/bench_scale.py
+	$(PY) bench/bench_bandwidth.py
 
 e2e: install
 	bash tests/e2e/run-n8n.sh
