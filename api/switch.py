@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from .inspect.propose import ProfileProposer, Proposal
 
 log = logging.getLogger(__name__)
-ARGS_KEY = envfile.ARGS_KEY
 
 
 class SwitchService:
@@ -71,14 +70,14 @@ class SwitchService:
         argv = (profile.argv() if profile else [])
         argv += revision_args(self.settings.hf_cache, model_id, self.models.status(model_id).get("commit"))
         env = {"DEFAULT_MODEL": model_id}
-        if argv or envfile.read_value(self.settings.env_file, ARGS_KEY) is not None:
-            env[ARGS_KEY] = " ".join(argv)
+        if argv or envfile.read_value(self.settings.env_file, envfile.ARGS_KEY) is not None:
+            env[envfile.ARGS_KEY] = " ".join(argv)
         return env
 
     def active_args(self) -> str | None:
         """INFERENCE_ARGS as .env says now (None when the key is absent)."""
         try:
-            return envfile.read_value(self.settings.env_file, ARGS_KEY)
+            return envfile.read_value(self.settings.env_file, envfile.ARGS_KEY)
         except OSError:
             return None
 
@@ -115,7 +114,7 @@ class SwitchService:
         serve = self.serve_env(model_id, proposal.args if proposal else None)
         # The alias itself comes from .env through the compose file (SERVED_MODEL_ALIAS).
         result["served_model_names"] = [self.settings.served_model_alias, model_id]
-        result["inference_args"] = serve.get(ARGS_KEY, "")
+        result["inference_args"] = serve.get(envfile.ARGS_KEY, "")
         # The model and its arguments change together in one write, and roll back together.
         try:
             result["previous_model"] = envfile.set_values(env_path, serve)["DEFAULT_MODEL"]
