@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .download.bandwidth import TokenBucket
 from .download.cache import HFCache
 from .download.engine import DownloadEngine
 from .download.hub import bound_hub_calls
@@ -27,6 +28,8 @@ def build_core(settings: Settings, on_bytes: Callable[[int], None] | None = None
     cache = HFCache(settings.hf_cache)
     settings.hf_cache.mkdir(parents=True, exist_ok=True)
     store = JobStore(settings.state_db)
-    registry = TransferRegistry(cache.staging, settings.max_total_connections, in_child=settings.transfer_process)
-    engine = DownloadEngine(settings, cache, registry, on_bytes=on_bytes)
+    bandwidth = TokenBucket(settings.bandwidth_limit_bps)   # shared by every job (PUT /api/limits changes it)
+    registry = TransferRegistry(cache.staging, settings.max_total_connections, in_child=settings.transfer_process,
+                                bandwidth=bandwidth)
+    engine = DownloadEngine(settings, cache, registry, on_bytes=on_bytes, bandwidth=bandwidth)
     return Core(cache, store, engine, JobManager(settings, store, engine))

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     max_queue_length: int = Field(32, ge=1)
     download_connections: int = Field(8, ge=1, le=32)
     max_total_connections: int = Field(16, ge=1, le=256)
-    transfer_process: bool = False   # run the byte transfers in a child process (api/download/remote.py)
+    transfer_process: bool = True   # run the byte transfers in a child process (api/download/remote.py)
     part_size_mb: int = Field(64, ge=1)
     stall_timeout: float = Field(30.0, gt=0)
     connect_timeout: float = Field(15.0, gt=0)

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from huggingface_hub._tree_cache import read_tree_cache
 
 from .download.engine import Progress
-from .download.transfer import BlobSpec, hash_file
+from .download.blob import BlobSpec
+from .download.hashing import hash_file
 from .errors import ApiError, NotFound
 from .jobs.manager import JobManager, LiveJob
 from .jobs.store import ACTIVE, now_iso

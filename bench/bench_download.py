@@ -89,16 +89,42 @@ def timed_run(name: str, cmd: list[str], env: dict | None = None) -> tuple[float
     return dt, child_cpu() - cpu0
 
 
+def proc_tree(pid: int) -> list[int]:
+    """pid and its living descendants: the API and its transfer process (TRANSFER_PROCESS)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return out
+
+
 def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of the process tree (children that ended are counted in their parent's)."""
+    total = 0
+    for p in proc_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def proc_hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Peak resident memory of the process tree: the sum of each process's VmHWM."""
+    total = 0
+    for p in proc_tree(pid):
+        try:
+            lines = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) for line in lines if line.startswith("VmHWM:"))
+    return total / 1024 if total else float("nan")
 
 
 def warm(paths: list[Path]) -> None:
@@ -481,7 +507,7 @@ class Bench:
                     f"cpu {run.cpu:6.1f} s, others {run.bg:.2f} cores" + (f" VmHWM {run.extra['hwm_mb']:.0f} MB" if 'hwm_mb' in run.extra else ""))
         return runs
 
-    def m3_progress_latency(self, transfer_process: bool = False) -> dict:
+    def m3_progress_latency(self, transfer_process: bool = True) -> dict:
         cfg = self.cfg
         self.n_api += 1
         api = Api(self.scratch / f"api{self.n_api}", self.sim.url, free_port(),
@@ -636,18 +662,18 @@ def report(cfg: Config, m1, m2, m3, m3b, m5, m6, hwm_runs: dict[str, float], sta
         f"1 s: {fmt(s1)}, {s1.extra['job']['result'].get('url_refreshes')} URL refreshes; 1 h: {fmt(a)}",
         bg("API", "API 1 s", m=m6))
     b, i = m3["busy"], m3["idle"]
-    row("3. GET /api/download-progress p99 during 2 downloads", f"{b['p99']:.1f} ms", "< 50 ms", b["p99"] < 50,
+    row("3. GET /api/download-progress p99 during 2 downloads (default: TRANSFER_PROCESS=true)", f"{b['p99']:.1f} ms", "< 50 ms", b["p99"] < 50,
         f"p50 {b['p50']:.1f} ms, max {b['max']:.1f} ms, {b['n']} requests at {cfg.progress_rps:.0f}/s; "
         f"idle p50 {i['p50']:.1f} / p99 {i['p99']:.1f} ms; downloads {m3['nbytes'] / GiB:.1f} GiB in "
         f"{m3['seconds']:.1f} s ({mbps(m3['nbytes'], m3['seconds']):.0f} MB/s)", m3["bg"])
     row("3. progress errors", str(b["errors"]), "0", b["errors"] == 0, f"{b['n']} requests", m3["bg"])
     b = m3b["busy"]
-    row("3b. the same with TRANSFER_PROCESS=true (transfers in a child process)", f"{b['p99']:.1f} ms", "< 50 ms",
-        b["p99"] < 50, f"p50 {b['p50']:.1f} ms, max {b['max']:.1f} ms, {b['errors']} errors; downloads in "
+    row("3b. the same with TRANSFER_PROCESS=false (transfers in the API's threads)", f"{b['p99']:.1f} ms", "(info)",
+        None, f"p50 {b['p50']:.1f} ms, max {b['max']:.1f} ms, {b['errors']} errors; downloads in "
         f"{m3b['seconds']:.1f} s ({mbps(m3b['nbytes'], m3b['seconds']):.0f} MB/s)", m3b["bg"])
     peak = hwm_runs["capped"]
     row(f"4. API peak RSS (VmHWM), {cfg.main_files[cfg.big_file] / GiB:.1f} GiB file", f"{peak:.0f} MB", "< 250 MB",
-        peak < 250, f"whole-process VmHWM of a fresh `python -m api` (measurement 2 run); in the uncapped "
+        peak < 250, f"VmHWM of a fresh `python -m api` plus its transfer process (measurement 2 run); in the uncapped "
                     f"full-repo run: {hwm_runs['full']:.0f} MB", bg("API", m=m2))
     row(f"5. verify API / sha256sum ({m5['nbytes'] / GiB:.1f} GiB, 4 files)", f"{m5['sha'] / m5['api']:.2f}x",
         ">= 1.5x", m5["sha"] / m5["api"] >= 1.5,
@@ -704,7 +730,7 @@ def main() -> int:
         m1 = bench.m1_end_to_end()
         m2 = bench.m2_capped()
         m6 = bench.m6_url_lifetime()
-        m3b = bench.m3_progress_latency(transfer_process=True)
+        m3b = bench.m3_progress_latency(transfer_process=False)
         api3b = m3b.pop("api")
         api3b.stop()
         rm(api3b.dir)

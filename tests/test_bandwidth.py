@@ -88,8 +88,14 @@ def _rate_while_running(api, job_ids: list[str], seconds: float) -> float:
     return (total() - b0) / (time.monotonic() - t0)
 
 
-def test_shared_limit_holds_over_two_jobs_and_changes_at_run_time(api_factory, sim, tmp_path):
-    api = api_factory(bandwidth_limit="3MB/s", download_connections=4, part_size_mb=1)
+# Both places a transfer can run: threads of the API (TRANSFER_PROCESS=false) and the child process,
+# which mirrors the shared bucket and keeps one bucket per job (api/download/remote.py).
+IN_CHILD = pytest.mark.parametrize("in_child", [True, False], ids=["child-process", "in-process"])
+
+
+@IN_CHILD
+def test_shared_limit_holds_over_two_jobs_and_changes_at_run_time(api_factory, sim, tmp_path, in_child):
+    api = api_factory(bandwidth_limit="3MB/s", download_connections=4, part_size_mb=1, transfer_process=in_child)
     assert api.get("/api/limits").json() == {"bandwidth_bps": 3_000_000, "bandwidth": "3 MB/s",
                                              "max_concurrent_downloads": 2, "source": "settings",
                                              "updated_at": None}
@@ -134,8 +140,9 @@ def test_shared_limit_holds_over_two_jobs_and_changes_at_run_time(api_factory, s
     assert (got["bandwidth_bps"], got["max_concurrent_downloads"], got["source"]) == (5_000_000, 3, "api")
 
 
-def test_per_job_max_bps_and_concurrency_limit(api_factory, sim):
-    api = api_factory(download_connections=4, part_size_mb=1)
+@IN_CHILD
+def test_per_job_max_bps_and_concurrency_limit(api_factory, sim, in_child):
+    api = api_factory(download_connections=4, part_size_mb=1, transfer_process=in_child)
     repo = _repo(sim, 6 * MiB)
     r = api.post("/api/download-model", json={"model_id": repo, "max_bps": "2MB/s"})
     assert r.status_code == 202, r.text

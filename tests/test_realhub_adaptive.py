@@ -14,7 +14,7 @@ W = "model.safetensors"
 
 def test_connections_grow_while_a_capped_cdn_gives_more(api_factory, sim):
     # 1 MB/s per TCP connection. Two connections alone need ~16.8 s for 32 MiB; growing to 8 in
-    # 1.5-second steps finishes in about 6.
+    # doubling one-second steps finishes in about 6.
     api = api_factory(download_connections=2, max_total_connections=8, part_size_mb=1)
     repo, size = "adaptive/capped", 32 * MiB
     commit = sim.add_repo(repo, {W: size})
@@ -38,10 +38,10 @@ def test_a_step_that_adds_no_throughput_is_given_back():
     assert p.grow(4.0, 400, usable=100) == 2           # the same 100/s: given back
     assert p.grow(6.0, 600, usable=100) == 2           # and no new step until the re-probe time
     assert p.grow(30.0, 3000, usable=100) == 4         # re-probe
-    assert p.grow(32.0, 3400, usable=100) == 6         # +100 %: keep growing
-    assert p.grow(34.0, 3800, usable=100) == 4         # 200/s again: the step to 6 is given back
+    assert p.grow(32.0, 3400, usable=100) == 8         # +100 %: keep growing (steps double)
+    assert p.grow(34.0, 3800, usable=100) == 4         # 200/s again: the step to 8 is given back
     assert p.grow(60.0, 9000, usable=5) == 5           # re-probe, no further than the parts left
-    assert p.peak == 6
+    assert p.peak == 8
 
 
 def test_a_straggling_part_is_re_issued_on_a_fresh_connection(api_factory, sim):

@@ -9,6 +9,7 @@ changed at run time applies to the waiting threads within that slice.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import threading
@@ -24,6 +25,7 @@ _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 
 # The OpenAPI document carries this pattern; parse_rate accepts exactly what it matches.
 RATE_PATTERN = r"^ *[0-9]{1,15}(\.[0-9]{1,6})? *([kKmMgG]([iI]?[bB])?|[bB])? *(/ *[sS])? *$"
 _RATE = re.compile(RATE_PATTERN)
+_THROTTLE_IDS = itertools.count(1)
 
 
 def parse_rate(value: str | int | float | None) -> int:
@@ -65,6 +67,11 @@ class TokenBucket:
         self._rate = max(0, int(rate))
         self._tokens = 0.0
         self._stamp = clock()
+        self._listeners: list = []
+
+    def subscribe(self, fn) -> None:
+        """fn(rate) after every set_rate: the transfer process mirrors this bucket (remote.py)."""
+        self._listeners.append(fn)
 
     @property
     def rate(self) -> int:
@@ -76,6 +83,8 @@ class TokenBucket:
             self._rate = max(0, int(rate))
             if not self._rate:
                 self._tokens = 0.0   # no debt carried into a later limit
+        for fn in self._listeners:
+            fn(self._rate)
 
     def _refill(self) -> None:
         now = self._clock()
@@ -124,6 +133,7 @@ class JobThrottle:
         self.own = TokenBucket(max_bps, clock) if max_bps else None
         self._clock = clock
         self._held_at = -1e9
+        self.key = next(_THROTTLE_IDS)   # names the job's bucket in the transfer process
 
     @property
     def max_bps(self) -> int:
@@ -139,7 +149,11 @@ class JobThrottle:
         waited = self.own.consume(n, abort) if self.own else 0.0
         waited += self.shared.consume(n, abort)
         if waited > 0:
-            self._held_at = self._clock()
+            self.mark_held()
+
+    def mark_held(self) -> None:
+        """A limit held this job back just now (also told by the transfer process)."""
+        self._held_at = self._clock()
 
     @property
     def throttled(self) -> bool:

@@ -22,7 +22,8 @@ from .hub import FileEntry, Plan, make_plan
 from .responses import TransientError
 from .retry import Budget
 from .blob import Part
-from .transfer import Aborted, BlobSpec, BlobTransfer, TransferOptions, TransferRegistry, hash_file
+from .hashing import hash_file
+from .transfer import Aborted, BlobSpec, BlobTransfer, TransferOptions, TransferRegistry
 
 log = logging.getLogger(__name__)
 FILES_IN_PARALLEL = 2   # x DOWNLOAD_CONNECTIONS: enough to fill the disk, few enough threads for the GIL

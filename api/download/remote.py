@@ -4,7 +4,10 @@ Receiving, writing and hashing gigabytes is CPU work in Python threads; in the A
 it competes with the event loop for the GIL and the progress routes' p99 suffers. With
 `TRANSFER_PROCESS=true` one child process (`python -m api.download.remote`, started on the first
 download) runs every `BlobTransfer`; the parent keeps the registry and a `RemoteTransfer` per blob
-that mirrors the child's progress, reported four times a second over a socket pair. When the
+that mirrors the child's progress, reported four times a second over a socket pair. The
+bandwidth limits travel the other way: the child keeps a copy of the process-wide bucket (every
+rate change is sent to it) and one bucket per job that has `max_bps`, so the limits hold for
+transfers in the child exactly as for threads in the API. When the
 parent dies the socket closes and the child exits at once, as if killed with it; the part files
 and offsets on disk stay the resume state, exactly as in-process.
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ..errors import DownloadError
+from .bandwidth import JobThrottle, TokenBucket
 from .blob import Aborted, BlobSpec, TransferOptions, TransferState
 
 log = logging.getLogger(__name__)
@@ -73,10 +77,12 @@ class RemoteTransfer(TransferState):
     def aborting(self) -> bool:
         return self._aborting
 
-    def update(self, completed: int, retries: int, waiting, refreshes: int, peak: int) -> None:
+    def update(self, completed: int, retries: int, waiting, refreshes: int, peak: int, throttled: bool) -> None:
         delta = completed - self.completed
         self.completed, self.retries, self.waiting = completed, retries, waiting
         self.location.refreshes, self.connections_peak = refreshes, peak
+        if throttled and self.opts.throttle is not None:
+            self.opts.throttle.mark_held()
         if delta > 0 and self.opts.on_bytes:
             self.opts.on_bytes(delta)
 
@@ -89,9 +95,12 @@ class RemoteTransfer(TransferState):
 class TransferProcess:
     """The child process and the socket to it; started on first use, again after a crash."""
 
-    def __init__(self, staging: Path, max_connections: int):
+    def __init__(self, staging: Path, max_connections: int, bandwidth: TokenBucket | None = None):
         self.staging = staging
         self.max_connections = max_connections
+        self.bandwidth = bandwidth
+        if bandwidth is not None:
+            bandwidth.subscribe(self._rate_changed)
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()     # also held while the child starts
         self._ids = itertools.count(1)
@@ -122,21 +131,34 @@ class TransferProcess:
         theirs.close()
         conn = self._conn = Connection(ours.detach())
         threading.Thread(target=self._read, args=(conn,), name="transfer-process", daemon=True).start()
+        if self.bandwidth is not None:
+            conn.send(("rate", self.bandwidth.rate))   # later changes follow through _rate_changed
         return conn
+
+    def _rate_changed(self, rate: int) -> None:
+        with self._send_lock:
+            if self._conn is None:
+                return   # a child started later gets the rate in _ensure
+            try:
+                self._conn.send(("rate", rate))
+            except OSError:
+                pass
 
     def _send(self, msg: tuple) -> None:
         with self._send_lock:
             self._ensure().send(msg)
 
     def start(self, t: RemoteTransfer) -> int:
-        # The bandwidth bucket lives in this process: a child-process transfer is not throttled
-        # (TRANSFER_PROCESS and BANDWIDTH_LIMIT do not combine yet; docs/downloads.md).
+        # A job's own limit goes by the throttle's key: the child keeps one bucket per job, shared by
+        # the job's transfers there, and the process-wide bucket is mirrored (_rate_changed).
+        throttle = t.opts.throttle
+        job_limit = (throttle.key, throttle.max_bps) if throttle is not None else None
         opts = dataclasses.replace(t.opts, on_bytes=None, slots=None, throttle=None)
         with self._lock:
             tid = next(self._ids)
             self._transfers[tid] = t
         try:
-            self._send(("start", tid, t.spec, opts))
+            self._send(("start", tid, t.spec, opts, job_limit))
         except OSError as e:
             self._lost(f"cannot reach the transfer process ({e})")
         return tid
@@ -199,7 +221,37 @@ class TransferProcess:
 # -- the child ------------------------------------------------------------------------------------
 def _state(t: BlobTransfer) -> tuple:
     """What the parent mirrors of a transfer (RemoteTransfer.update's arguments)."""
-    return (t.completed, t.retries, t.waiting, t.location.refreshes, t.connections_peak)
+    throttled = t.opts.throttle is not None and t.opts.throttle.throttled
+    return (t.completed, t.retries, t.waiting, t.location.refreshes, t.connections_peak, throttled)
+
+
+class _JobLimits:
+    """The child's buckets: the mirrored process-wide one and one per job, dropped with the job's
+    last transfer."""
+
+    def __init__(self):
+        self.shared = TokenBucket(0)
+        self._jobs: dict[int, list] = {}   # throttle key -> [JobThrottle, transfers using it]
+        self._lock = threading.Lock()
+
+    def acquire(self, job_limit: tuple[int, int] | None) -> JobThrottle:
+        if job_limit is None:
+            return JobThrottle(self.shared)
+        key, max_bps = job_limit
+        with self._lock:
+            entry = self._jobs.setdefault(key, [JobThrottle(self.shared, max_bps), 0])
+            entry[1] += 1
+            return entry[0]
+
+    def release(self, job_limit: tuple[int, int] | None) -> None:
+        if job_limit is None:
+            return
+        with self._lock:
+            entry = self._jobs.get(job_limit[0])
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self._jobs[job_limit[0]]
 
 
 def child(fd: int, staging: Path, max_connections: int) -> None:
@@ -210,15 +262,17 @@ def child(fd: int, staging: Path, max_connections: int) -> None:
     running: dict[int, BlobTransfer] = {}
     lock, send_lock = threading.Lock(), threading.Lock()
     stop = threading.Event()
+    limits = _JobLimits()
 
     def send(msg: tuple) -> None:
         with send_lock:
             conn.send(msg)
 
-    def watch(tid: int, t: BlobTransfer) -> None:
+    def watch(tid: int, t: BlobTransfer, job_limit: tuple[int, int] | None) -> None:
         t.done.wait()
         with lock:
             running.pop(tid, None)
+        limits.release(job_limit)
         # The last counts go with the end: a transfer shorter than one report interval has no other.
         send(("done", tid, _error_out(t.error), _state(t)))
 
@@ -236,12 +290,15 @@ def child(fd: int, staging: Path, max_connections: int) -> None:
         except (EOFError, OSError):
             os._exit(0)   # the parent is gone: end like a process killed with it
         if msg[0] == "start":
-            _, tid, spec, opts = msg
-            t = BlobTransfer(spec, staging, dataclasses.replace(opts, slots=slots))
+            _, tid, spec, opts, job_limit = msg
+            throttle = limits.acquire(job_limit)
+            t = BlobTransfer(spec, staging, dataclasses.replace(opts, slots=slots, throttle=throttle))
             with lock:
                 running[tid] = t
             t.start()
-            threading.Thread(target=watch, args=(tid, t), daemon=True).start()
+            threading.Thread(target=watch, args=(tid, t, job_limit), daemon=True).start()
+        elif msg[0] == "rate":
+            limits.shared.set_rate(msg[1])
         elif msg[0] == "abort":
             with lock:
                 t = running.get(msg[1])

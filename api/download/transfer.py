@@ -7,7 +7,6 @@ enough that a `kill -9` loses less than half a part of fetched bytes.
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import logging
@@ -19,7 +18,9 @@ from pathlib import Path
 from tenacity import Retrying, retry_if_exception_type
 
 from ..errors import DownloadError
+from .bandwidth import TokenBucket
 from .blob import Aborted, BlobSpec, Part, TransferOptions, TransferState, lower_priority
+from .hashing import MappedFile, new_hasher
 from .http import Connection
 from .location import SharedLocation, resolve
 from .remote import RemoteTransfer, TransferProcess
@@ -29,25 +30,6 @@ from .workers import PartPool
 
 log = logging.getLogger(__name__)
 BUF_SIZE = 1 << 20
-HASH_BUF = 8 << 20
-
-
-def new_hasher(spec: BlobSpec):
-    if spec.lfs:
-        return hashlib.sha256()
-    h = hashlib.sha1()
-    h.update(b"blob %d\0" % spec.size)
-    return h
-
-
-def hash_file(path: Path, spec: BlobSpec) -> str:
-    h = new_hasher(spec)
-    buf = bytearray(HASH_BUF)
-    mv = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(mv[:n])
-    return h.hexdigest()
 
 
 class BlobTransfer(TransferState):
@@ -191,8 +173,10 @@ class BlobTransfer(TransferState):
     def _hash_following(self, fd: int, pool: "PartPool") -> str | None:
         """Hash the contiguous prefix as it grows, so verification ends soon after the last byte.
         The same loop steers the pool (connections, stragglers) about twice a second."""
-        buf = bytearray(HASH_BUF)
-        mv = memoryview(buf)
+        with MappedFile(fd, self.spec.size) as mapped:
+            return self._hash_loop(mapped, pool)
+
+    def _hash_loop(self, mapped: MappedFile, pool: "PartPool") -> str | None:
         epoch, pos, h = -1, 0, None
         steer_at = 0.0
         while True:
@@ -212,13 +196,8 @@ class BlobTransfer(TransferState):
                         return None
                     self._cond.wait(0.2)
                     continue
-            while pos < frontier:
-                n = os.preadv(fd, [mv[:min(HASH_BUF, frontier - pos)]], pos)
-                if n <= 0:
-                    break
-                h.update(mv[:n])
-                pos += n
-            self._hashed = pos
+            mapped.update(h, pos, frontier)
+            pos = self._hashed = frontier
 
     def _with_retries(self, part: Part, fn):
         budget = Budget(part, self.opts.max_retries, self.opts.backoff_max)
@@ -264,11 +243,13 @@ class BlobTransfer(TransferState):
 class TransferRegistry:
     """Running transfers by blob key; a job joins a running transfer instead of starting its own."""
 
-    def __init__(self, staging: Path, max_connections: int | None = None, in_child: bool = False):
+    def __init__(self, staging: Path, max_connections: int | None = None, in_child: bool = False,
+                 bandwidth: TokenBucket | None = None):
         self.staging = staging
         self.slots = threading.BoundedSemaphore(max_connections) if max_connections else None
-        # TRANSFER_PROCESS: the transfers run in a child process (api/download/remote.py).
-        self.process = TransferProcess(staging, max_connections or 16) if in_child else None
+        # TRANSFER_PROCESS: the transfers run in a child process (api/download/remote.py), which
+        # mirrors the process-wide bandwidth bucket.
+        self.process = TransferProcess(staging, max_connections or 16, bandwidth) if in_child else None
         if self.process is not None:
             self.process.prestart()
         self._lock = threading.Lock()
