@@ -3,6 +3,9 @@ node, a rolling switch reaches every task, a failing model is rolled back by Swa
 and a node drained mid-download does not fail the job for the others."""
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import subprocess
 import uuid
@@ -19,6 +22,7 @@ from . import fleet_support as fs
 from ._dl import FINAL, MiB, random_bytes
 from .conftest import API_KEY, GATED_TOKEN
 from .servers import wait_until
+from .test_webhooks import Receiver
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -227,6 +231,41 @@ def test_node_drained_mid_download_does_not_fail_the_others(api_factory, fleet_s
     assert job["result"]["skipped"] == 1 and job["result"]["failed"] == 0
 
 
+def test_a_failed_node_is_retried_from_its_bytes_and_the_webhook_carries_every_node(api_factory, fleet_settings,
+                                                                                   sim, swarm, fleet_root):
+    # One connection and no retries of the node's own: the one dropped response fails the first run
+    # of whichever node gets it (after `cut` bytes); the fleet retries that node alone.
+    size, cut = 4 * MiB, 3 * MiB
+    api = api_factory(**fleet_settings, download_connections=1, max_retries=0, fleet_retry_backoff=0.5,
+                      webhook_secret="fleet-s3cret", webhook_backoff_max=0.2)
+    repo, files = add_model(sim, "fleet-retry", size)
+    sim.set_faults(Fault(repo=repo, path="model.safetensors", times=1, drop_after=cut))
+    with Receiver() as rcv:
+        r = api.post("/api/fleet/download-model", params={"model_id": repo, "callback_url": rcv.url + "/fleet"})
+        assert r.status_code == 202, r.text
+        job = wait_job(api, r.json()["job_id"], 180)
+        assert job["status"] == "complete", job
+        nodes = {n["node_id"]: n for n in job["result"]["nodes"]}
+        assert sorted(nodes) == swarm.node_ids() and job["result"]["complete"] == 2, job["result"]
+        assert sorted((n["attempts"], tuple(n["earlier_errors"])) for n in nodes.values()) == \
+            [(1, ()), (2, ("network_error",))], nodes
+        for nid in swarm.node_ids():
+            assert nodes[nid]["result"]["verified"] is True
+            assert snapshot_files(fleet_root, nid, repo) == files
+        # Resumed, not restarted: the retried node fetched only what its first run had not.
+        served = sim.served_bytes(repo, "model.safetensors")
+        assert size + cut <= served < 2 * size + cut // 2, served
+
+        # The final state reaches the receiver, signed, with every node's entry.
+        req = rcv.wait(1, 30)[0]
+        assert req["path"] == "/fleet" and req["headers"]["x-job-id"] == job["job_id"]
+        signed = "sha256=" + hmac.new(b"fleet-s3cret", req["body"], hashlib.sha256).hexdigest()
+        assert req["headers"]["x-signature-256"] == signed
+        sent = json.loads(req["body"])
+        assert sent["kind"] == "fleet_download" and sent["status"] == "complete" and sent["model_id"] == repo
+        assert sent["result"]["nodes"] == job["result"]["nodes"]
+
+
 def test_a_node_that_fails_ends_the_job_with_its_error(fleet_api, swarm):
     # Swarm 20.10 starts a failed job task again whatever its restart policy says: the job must
     # still end, at each node's first answer, and take the job service (and its retries) with it.
@@ -236,6 +275,7 @@ def test_a_node_that_fails_ends_the_job_with_its_error(fleet_api, swarm):
     job = wait_job(fleet_api, r.json()["job_id"], 90)
     assert job["status"] == "failed" and job["error_code"] == "fleet_nodes_failed", job
     assert [(n["state"], n["error_code"]) for n in job["result"]["nodes"]] == [("failed", "repo_not_found")] * 2
+    assert [n["attempts"] for n in job["result"]["nodes"]] == [1, 1]   # not found: no retry mends it
     assert not swarm.manager.services.list(filters={"label": "llmbox.fleet.job"})
 
 
