@@ -76,7 +76,7 @@ class RetryingJob:
             wait = self.policy.delay(retry)
             if not todo or self._left() <= wait:
                 break
-            log.info("job service %s: retry %d on %d node(s) in %.0f s", self.spec.name, retry, len(todo), wait)
+            log.info("job service %s: retry %d on %d node(s) in %.1f s", self.spec.name, retry, len(todo), wait)
             self._publish(runs, {nid: None for nid in todo})
             if self.abort.wait(wait):
                 raise interrupted(self.spec.name)
@@ -111,7 +111,11 @@ class RetryingJob:
 
     def _quiet(self, service_id: str | None, node_ids: list[str]) -> None:
         """Wait until no task of the last run still runs on these nodes."""
-        while service_id and self.swarm.live_tasks(service_id, node_ids):
+        logged = False
+        while service_id and (live := self.swarm.live_tasks(service_id, node_ids)):
+            if not logged:
+                log.info("job service %s: waiting for %d task(s) of the last run", self.spec.name, len(live))
+                logged = True
             if self._left() <= 0:
                 return   # the new run is given no time and fails with node_timeout
             if self.abort.wait(QUIET_POLL):
