@@ -176,9 +176,14 @@ def test_fleet_switch_rolls_out_and_a_failing_model_rolls_back(fleet_api, sim, s
 
     broken, _ = add_model(sim, "fleet-broken", 64 * 1024)
     env_before = fleet_api.settings.env_file.read_text()
-    r = fleet_api.put("/api/fleet/active-model", params={"model_id": broken})
-    assert r.status_code == 202, r.text
-    job = wait_job(fleet_api, r.json()["job_id"], 180)
+    with Receiver() as rcv:
+        r = fleet_api.put("/api/fleet/active-model", params={"model_id": broken, "callback_url": rcv.url})
+        assert r.status_code == 202, r.text
+        job = wait_job(fleet_api, r.json()["job_id"], 180)
+        sent = json.loads(rcv.wait(1, 30)[0]["body"])   # the final state, rollback reason included
+    assert (sent["kind"], sent["status"], sent["error_code"]) == ("fleet_switch", "failed", "rolled_back"), sent
+    assert sent["result"]["rolled_back"] is True and sent["result"]["reason"] == job["result"]["reason"]
+    assert [n["state"] for n in sent["result"]["fetch"]] == ["complete", "complete"]
     assert job["status"] == "failed" and job["error_code"] == "rolled_back", job
     # The reason names a node whose task of the broken model ended by itself (Swarm's own message
     # saying so lasts only until the rollback completes: a poll may miss it).
