@@ -241,19 +241,27 @@ def test_a_failed_node_is_retried_from_its_bytes_and_the_webhook_carries_every_n
     # One connection and no retries of the node's own: the one dropped response fails the first run
     # of whichever node gets it (after `cut` bytes); the fleet retries that node alone.
     size, cut = 4 * MiB, 3 * MiB
-    api = api_factory(**fleet_settings, download_connections=1, max_retries=0, fleet_retry_backoff=0.5,
+    api = api_factory(**fleet_settings, download_connections=1, max_retries=0, fleet_retry_backoff=2,
                       webhook_secret="fleet-s3cret", webhook_backoff_max=0.2)
     repo, files = add_model(sim, "fleet-retry", size)
     sim.set_faults(Fault(repo=repo, path="model.safetensors", times=1, drop_after=cut))
     with Receiver() as rcv:
         r = api.post("/api/fleet/download-model", params={"model_id": repo, "callback_url": rcv.url + "/fleet"})
         assert r.status_code == 202, r.text
-        job = wait_job(api, r.json()["job_id"], 180)
+        seen: set[tuple[str, str]] = set()   # (node, state) as the job showed them
+
+        def final():
+            j = api.get(f"/api/jobs/{r.json()['job_id']}").json()
+            seen.update((n["node_id"], n["state"]) for n in (j["result"] or {}).get("nodes", []))
+            return j if j["status"] in FINAL else None
+        job = wait_until(final, 180, 0.2, "the fleet job with a retry")
         assert job["status"] == "complete", job
         nodes = {n["node_id"]: n for n in job["result"]["nodes"]}
         assert sorted(nodes) == swarm.node_ids() and job["result"]["complete"] == 2, job["result"]
         assert sorted((n["attempts"], tuple(n["earlier_errors"])) for n in nodes.values()) == \
             [(1, ()), (2, ("network_error",))], nodes
+        retried = next(nid for nid, n in nodes.items() if n["attempts"] == 2)
+        assert (retried, "retrying") in seen and (retried, "failed") not in seen, seen   # shown while it waits
         for nid in swarm.node_ids():
             assert nodes[nid]["result"]["verified"] is True
             assert snapshot_files(fleet_root, nid, repo) == files

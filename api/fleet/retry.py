@@ -42,7 +42,8 @@ class RetryPolicy:
 
 
 def retryable(run: NodeRun) -> bool:
-    return run.state == "failed" and run.error_code in RETRYABLE
+    # A rejected task never started (image or mount path missing on the node): it would again.
+    return run.state == "failed" and run.error_code in RETRYABLE and run.task_state != "rejected"
 
 
 def carry(prev: NodeRun | None, new: NodeRun) -> NodeRun:
@@ -69,7 +70,7 @@ class RetryingJob:
         return self.deadline - time.monotonic()
 
     def run(self) -> list[NodeRun]:
-        job = GlobalJob(self.swarm, self.spec, self._left(), self.abort, self.on_update)
+        job = GlobalJob(self.swarm, self.spec, self._left(), self.abort, self._show)
         runs = {r.node_id: r for r in job.run()}
         for retry in range(1, self.policy.retries + 1):
             todo = self._eligible([nid for nid, r in runs.items() if retryable(r)])
@@ -77,28 +78,28 @@ class RetryingJob:
             if not todo or self._left() <= wait:
                 break
             log.info("job service %s: retry %d on %d node(s) in %.1f s", self.spec.name, retry, len(todo), wait)
-            self._publish(runs, {nid: None for nid in todo})
             if self.abort.wait(wait):
                 raise interrupted(self.spec.name)
             self._quiet(job.service_id, todo)
             job = GlobalJob(self.swarm, self._retry_spec(retry, [n for n in runs if n not in todo]), self._left(),
-                            self.abort, lambda new: self._publish(runs, {r.node_id: r for r in new}, todo))
+                            self.abort, lambda new: self._show(list(self._merge(runs, new).values())))
             try:
                 new = job.run()
             except ApiError as e:   # the nodes left the fleet meanwhile: their last answer stands
                 if e.code != "no_eligible_nodes":
                     raise
                 break
-            runs.update({r.node_id: carry(runs.get(r.node_id), r) for r in new})
+            runs = self._merge(runs, new)
         return [runs[k] for k in sorted(runs)]
 
-    def _publish(self, runs: dict[str, NodeRun], new: dict[str, NodeRun | None], todo: list[str] = ()) -> None:
-        """Every node's entry: the ones being retried show `retrying` until their new task shows."""
-        view = dict(runs)
-        for nid in {*new, *todo}:
-            fresh = new.get(nid)
-            view[nid] = carry(runs.get(nid), fresh) if fresh else replace(runs[nid], state="retrying")
-        self.on_update([view[k] for k in sorted(view)])
+    @staticmethod
+    def _merge(runs: dict[str, NodeRun], new: list[NodeRun]) -> dict[str, NodeRun]:
+        return {**runs, **{r.node_id: carry(runs.get(r.node_id), r) for r in new}}
+
+    def _show(self, runs: list[NodeRun]) -> None:
+        """A node that failed with a retry left shows `retrying` until its next run answers."""
+        self.on_update(sorted((replace(r, state="retrying") if retryable(r) and r.attempts <= self.policy.retries
+                               else r for r in runs), key=lambda r: r.node_id))
 
     def _eligible(self, node_ids: list[str]) -> list[str]:
         """The nodes still active and ready: a drained or down node is not retried."""
