@@ -8,6 +8,7 @@ import hmac
 import json
 import os
 import subprocess
+import threading
 import uuid
 
 import yaml
@@ -15,6 +16,8 @@ import yaml
 import docker.errors
 import pytest
 
+from api.fleet.retry import RetryingJob, RetryPolicy
+from api.fleet.swarm import JobSpec, Swarm
 from api.testing.hubsim import Fault
 
 from . import docker_support as ds
@@ -277,6 +280,25 @@ def test_a_failed_node_is_retried_from_its_bytes_and_the_webhook_carries_every_n
         sent = json.loads(req["body"])
         assert sent["kind"] == "fleet_download" and sent["status"] == "complete" and sent["model_id"] == repo
         assert sent["result"]["nodes"] == job["result"]["nodes"]
+
+
+def test_a_retry_waits_for_the_tasks_a_removed_job_service_leaves_running(swarm):
+    # Swarm 20.10 lets the running tasks of a removed job service run to their end; a retry on
+    # their node must wait for them, or two runs would share the node's cache.
+    sw, nodes = Swarm(None), swarm.node_ids()
+    spec = JobSpec(name=f"llmbox-test-sleep-{swarm.run_id}", image=swarm.image, env={}, mounts=[],
+                   command=["python3", "-c", "import time; time.sleep(8)"], constraints=[],
+                   labels={"llmbox.test.run": swarm.run_id})
+    try:
+        sid = sw.create_job(spec)
+        wait_until(lambda: [t.state for t in sw.live_tasks(sid, nodes)] == ["running"] * 2, 60, 0.3,
+                   "two running tasks")
+        sw.remove(sid)
+        assert len(sw.live_tasks(sid, nodes)) == 2, "the tasks run on after the service is removed"
+        RetryingJob(sw, spec, 60, threading.Event(), lambda runs: None, RetryPolicy(1, 0))._quiet(sid, nodes)
+        assert not sw.live_tasks(sid, nodes)
+    finally:
+        sw.close()
 
 
 def test_a_node_that_fails_ends_the_job_with_its_error(fleet_api, swarm):
