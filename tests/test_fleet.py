@@ -1,6 +1,7 @@
 """Fleet mode on a real two-node Swarm (tests/fleet_support.py): downloads land verified on every
 node, a rolling switch reaches every task, a failing model is rolled back by Swarm on every node,
-and a node drained mid-download does not fail the job for the others."""
+a node drained mid-download does not fail the job for the others, a node whose fetch failed is
+retried by itself from its bytes, and fleet jobs post their final state to a webhook."""
 from __future__ import annotations
 
 import hashlib
