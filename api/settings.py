@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     fleet_models_path: str = "/srv/llmbox/models"      # each node's models folder (Swarm templates allowed)
     fleet_job_timeout: float = Field(6 * 3600.0, gt=0)
     fleet_nodes_ttl: float = Field(30.0, ge=0)
+    fleet_node_retries: int = Field(2, ge=0, le=10)     # new runs of a node's failed fetch (fleet/retry.py)
+    fleet_retry_backoff: float = Field(10.0, ge=0)      # seconds before the first; doubles for each next
     # Inspection, fit planner, catalog (docs/choosing-a-variant.md)
     gpu_memory_gb: float | None = Field(None, gt=0)        # GiB; unset: NVML, then nvidia-smi in the container
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)  # vLLM's --gpu-memory-utilization

@@ -1,10 +1,15 @@
 """Fleet mode on a real two-node Swarm (tests/fleet_support.py): downloads land verified on every
 node, a rolling switch reaches every task, a failing model is rolled back by Swarm on every node,
-and a node drained mid-download does not fail the job for the others."""
+a node drained mid-download does not fail the job for the others, a node whose fetch failed is
+retried by itself from its bytes, and fleet jobs post their final state to a webhook."""
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import subprocess
+import threading
 import uuid
 
 import yaml
@@ -12,6 +17,8 @@ import yaml
 import docker.errors
 import pytest
 
+from api.fleet.retry import RetryingJob, RetryPolicy
+from api.fleet.swarm import JobSpec, Swarm
 from api.testing.hubsim import Fault
 
 from . import docker_support as ds
@@ -19,6 +26,7 @@ from . import fleet_support as fs
 from ._dl import FINAL, MiB, random_bytes
 from .conftest import API_KEY, GATED_TOKEN
 from .servers import wait_until
+from .test_webhooks import Receiver
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -172,9 +180,14 @@ def test_fleet_switch_rolls_out_and_a_failing_model_rolls_back(fleet_api, sim, s
 
     broken, _ = add_model(sim, "fleet-broken", 64 * 1024)
     env_before = fleet_api.settings.env_file.read_text()
-    r = fleet_api.put("/api/fleet/active-model", params={"model_id": broken})
-    assert r.status_code == 202, r.text
-    job = wait_job(fleet_api, r.json()["job_id"], 180)
+    with Receiver() as rcv:
+        r = fleet_api.put("/api/fleet/active-model", params={"model_id": broken, "callback_url": rcv.url})
+        assert r.status_code == 202, r.text
+        job = wait_job(fleet_api, r.json()["job_id"], 180)
+        sent = json.loads(rcv.wait(1, 30)[0]["body"])   # the final state, rollback reason included
+    assert (sent["kind"], sent["status"], sent["error_code"]) == ("fleet_switch", "failed", "rolled_back"), sent
+    assert sent["result"]["rolled_back"] is True and sent["result"]["reason"] == job["result"]["reason"]
+    assert [n["state"] for n in sent["result"]["fetch"]] == ["complete", "complete"]
     assert job["status"] == "failed" and job["error_code"] == "rolled_back", job
     # The reason names a node whose task of the broken model ended by itself (Swarm's own message
     # saying so lasts only until the rollback completes: a poll may miss it).
@@ -227,6 +240,68 @@ def test_node_drained_mid_download_does_not_fail_the_others(api_factory, fleet_s
     assert job["result"]["skipped"] == 1 and job["result"]["failed"] == 0
 
 
+def test_a_failed_node_is_retried_from_its_bytes_and_the_webhook_carries_every_node(api_factory, fleet_settings,
+                                                                                   sim, swarm, fleet_root):
+    # One connection and no retries of the node's own: the one dropped response fails the first run
+    # of whichever node gets it (after `cut` bytes); the fleet retries that node alone.
+    size, cut = 4 * MiB, 3 * MiB
+    api = api_factory(**fleet_settings, download_connections=1, max_retries=0, fleet_retry_backoff=2,
+                      webhook_secret="fleet-s3cret", webhook_backoff_max=0.2)
+    repo, files = add_model(sim, "fleet-retry", size)
+    sim.set_faults(Fault(repo=repo, path="model.safetensors", times=1, drop_after=cut))
+    with Receiver() as rcv:
+        r = api.post("/api/fleet/download-model", params={"model_id": repo, "callback_url": rcv.url + "/fleet"})
+        assert r.status_code == 202, r.text
+        seen: set[tuple[str, str]] = set()   # (node, state) as the job showed them
+
+        def final():
+            j = api.get(f"/api/jobs/{r.json()['job_id']}").json()
+            seen.update((n["node_id"], n["state"]) for n in (j["result"] or {}).get("nodes", []))
+            return j if j["status"] in FINAL else None
+        job = wait_until(final, 180, 0.2, "the fleet job with a retry")
+        assert job["status"] == "complete", job
+        nodes = {n["node_id"]: n for n in job["result"]["nodes"]}
+        assert sorted(nodes) == swarm.node_ids() and job["result"]["complete"] == 2, job["result"]
+        assert sorted((n["attempts"], tuple(n["earlier_errors"])) for n in nodes.values()) == \
+            [(1, ()), (2, ("network_error",))], nodes
+        retried = next(nid for nid, n in nodes.items() if n["attempts"] == 2)
+        assert (retried, "retrying") in seen and (retried, "failed") not in seen, seen   # shown while it waits
+        for nid in swarm.node_ids():
+            assert nodes[nid]["result"]["verified"] is True
+            assert snapshot_files(fleet_root, nid, repo) == files
+        # Resumed, not restarted: the retried node fetched only what its first run had not.
+        served = sim.served_bytes(repo, "model.safetensors")
+        assert size + cut <= served < 2 * size + cut // 2, served
+
+        # The final state reaches the receiver, signed, with every node's entry.
+        req = rcv.wait(1, 30)[0]
+        assert req["path"] == "/fleet" and req["headers"]["x-job-id"] == job["job_id"]
+        signed = "sha256=" + hmac.new(b"fleet-s3cret", req["body"], hashlib.sha256).hexdigest()
+        assert req["headers"]["x-signature-256"] == signed
+        sent = json.loads(req["body"])
+        assert sent["kind"] == "fleet_download" and sent["status"] == "complete" and sent["model_id"] == repo
+        assert sent["result"]["nodes"] == job["result"]["nodes"]
+
+
+def test_a_retry_waits_for_the_tasks_a_removed_job_service_leaves_running(swarm):
+    # Swarm 20.10 lets the running tasks of a removed job service run to their end; a retry on
+    # their node must wait for them, or two runs would share the node's cache.
+    sw, nodes = Swarm(None), swarm.node_ids()
+    spec = JobSpec(name=f"llmbox-test-sleep-{swarm.run_id}", image=swarm.image, env={}, mounts=[],
+                   command=["python3", "-c", "import time; time.sleep(8)"], constraints=[],
+                   labels={"llmbox.test.run": swarm.run_id})
+    try:
+        sid = sw.create_job(spec)
+        wait_until(lambda: [t.state for t in sw.live_tasks(sid, nodes)] == ["running"] * 2, 60, 0.3,
+                   "two running tasks")
+        sw.remove(sid)
+        assert len(sw.live_tasks(sid, nodes)) == 2, "the tasks run on after the service is removed"
+        RetryingJob(sw, spec, 60, threading.Event(), lambda runs: None, RetryPolicy(1, 0))._quiet(sid, nodes)
+        assert not sw.live_tasks(sid, nodes)
+    finally:
+        sw.close()
+
+
 def test_a_node_that_fails_ends_the_job_with_its_error(fleet_api, swarm):
     # Swarm 20.10 starts a failed job task again whatever its restart policy says: the job must
     # still end, at each node's first answer, and take the job service (and its retries) with it.
@@ -236,6 +311,7 @@ def test_a_node_that_fails_ends_the_job_with_its_error(fleet_api, swarm):
     job = wait_job(fleet_api, r.json()["job_id"], 90)
     assert job["status"] == "failed" and job["error_code"] == "fleet_nodes_failed", job
     assert [(n["state"], n["error_code"]) for n in job["result"]["nodes"]] == [("failed", "repo_not_found")] * 2
+    assert [n["attempts"] for n in job["result"]["nodes"]] == [1, 1]   # not found: no retry mends it
     assert not swarm.manager.services.list(filters={"label": "llmbox.fleet.job"})
 
 

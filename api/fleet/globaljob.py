@@ -29,7 +29,7 @@ ENDED = ("complete", "failed", "rejected")   # a task that ran (or could not sta
 class NodeRun:
     node_id: str
     hostname: str = ""
-    state: str = "pending"            # pending | running | complete | failed | skipped
+    state: str = "pending"            # pending | running | complete | failed | skipped | retrying
     task_state: str | None = None
     phase: str | None = None          # the node CLI's own step: downloading, verifying
     bytes_done: int = 0
@@ -39,6 +39,8 @@ class NodeRun:
     error_code: str | None = None
     result: dict | None = None
     models: list[dict] = field(default_factory=list)   # `list` only: the node's cached models
+    attempts: int = 1                 # runs of the command on this node (retry.py adds more)
+    earlier_errors: list[str] = field(default_factory=list)   # error codes of the failed runs before
 
     @property
     def finished(self) -> bool:
@@ -122,9 +124,10 @@ class GlobalJob:
         self.timeout = timeout
         self.abort = abort
         self.on_update = on_update or (lambda runs: None)
+        self.service_id: str | None = None
 
     def run(self) -> list[NodeRun]:
-        service_id = self.swarm.create_job(self.spec)
+        self.service_id = service_id = self.swarm.create_job(self.spec)
         log.info("job service %s (%s) created", self.spec.name, service_id[:12])
         try:
             return self._follow(service_id)

@@ -21,6 +21,7 @@ from ..settings import Settings
 from ..validation import validate_repo_id, validate_revision
 from . import rollout
 from .globaljob import GlobalJob, NodeRun
+from .retry import RetryingJob, RetryPolicy
 from .swarm import JobSpec, Swarm, env_dict
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,12 @@ class FleetService:
         def update(runs: list[NodeRun]) -> None:
             if live is not None:
                 live.result = {**(live.result or {}), key: [r.to_json() for r in runs]}
+        spec = self._spec(svc, command, secrets)
         try:
-            return GlobalJob(self.swarm, self._spec(svc, command, secrets), timeout, abort, update).run()
+            if command[0] == "fetch":   # the one command whose failed runs resume from their bytes
+                policy = RetryPolicy(self.settings.fleet_node_retries, self.settings.fleet_retry_backoff)
+                return RetryingJob(self.swarm, spec, timeout, abort, update, policy).run()
+            return GlobalJob(self.swarm, spec, timeout, abort, update).run()
         finally:
             if secret_id:
                 self.swarm.remove_secret(secret_id)
@@ -99,7 +104,8 @@ class FleetService:
         result = {"nodes": [r.to_json() for r in runs],
                   **{s: sum(r.state == s for r in runs) for s in ("complete", "failed", "skipped")}}
         if result["failed"] or not result["complete"]:
-            bad = [f"{r.hostname or r.node_id[:12]}: {r.error_code}" for r in runs if r.state != "complete"]
+            bad = [f"{r.hostname or r.node_id[:12]}: {r.error_code}"
+                   + (f" after {r.attempts} attempts" if r.attempts > 1 else "") for r in runs if r.state != "complete"]
             err = ApiError(f"{what} failed on {result['failed']} of {len(runs)} node(s) "
                            f"({'; '.join(bad)[:500]}).", code="fleet_nodes_failed", status=502)
             err.result = result

@@ -20,6 +20,7 @@ from ..errors import ApiError, Conflict, NotFound, ServiceUnavailable
 log = logging.getLogger(__name__)
 DOCKER_TIMEOUT = 30
 TERMINAL = ("complete", "failed", "shutdown", "rejected", "orphaned", "remove")
+ON_NODE = ("assigned", "accepted", "preparing", "ready", "starting", "running")   # a node holds it
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Task:
     exit_code: int | None
     env: dict[str, str] = field(default_factory=dict)
     created: str = ""
+    service_id: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -43,7 +45,7 @@ class Task:
         env = (((t.get("Spec") or {}).get("ContainerSpec") or {}).get("Env")) or []
         return cls(t["ID"], t.get("NodeID") or "", status.get("State", "new"), t.get("DesiredState", ""),
                    status.get("Err") or None, (status.get("ContainerStatus") or {}).get("ExitCode"),
-                   env_dict(env), t.get("CreatedAt", ""))
+                   env_dict(env), t.get("CreatedAt", ""), t.get("ServiceID", ""))
 
 
 @dataclass
@@ -117,6 +119,14 @@ class Swarm:
     def tasks(self, service_id: str) -> list[Task]:
         raw = self._call("the tasks", self.client.api.tasks, filters={"service": service_id})
         return [Task.from_attrs(t) for t in raw]
+
+    def live_tasks(self, service_id: str, node_ids: list[str]) -> list[Task]:
+        """A service's tasks still running on these nodes, also after the service is removed.
+
+        Swarm 20.10 lets the running tasks of a removed job service run to their end (the service
+        filter answers 404 by then, so this asks by node)."""
+        raw = self._call("the tasks", self.client.api.tasks, filters={"node": node_ids})
+        return [t for t in map(Task.from_attrs, raw) if t.service_id == service_id and t.state in ON_NODE]
 
     def stdout_lines(self, service_id: str) -> dict[str, list[str]]:
         """Each task's stdout lines, by task id (the `details` prefix names the task)."""
