@@ -132,6 +132,11 @@ class Connection:
             self.close()
             raise
 
+    @property
+    def sock(self) -> socket.socket | None:
+        """The socket of the open connection (an ssl.SSLSocket for https), for splice (body.py)."""
+        return self._conn.sock if self._conn is not None else None
+
     def close(self) -> None:
         if self._conn is not None:
             try:

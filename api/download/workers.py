@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..errors import DownloadError
 from .adaptive import ConnectionPolicy, Running
 from .blob import Aborted, Part, lower_priority
+from .body import BodyWriter, SplicePipe
 from .http import Connection, Origin, auth_headers, finish
 from .responses import EXPIRED_STATUSES, RangeIgnored, Reissue, TransientError, error_for
 
@@ -75,7 +76,7 @@ class PartPool:
         lower_priority()
         t = self.t
         box: list[Connection | None] = [None]
-        buf = bytearray(BUF_SIZE)
+        pipe = SplicePipe()
         counted = True
         try:
             while not self.failure and not t._abort.is_set():
@@ -91,7 +92,7 @@ class PartPool:
                         if not self.queue:
                             return
                         part = self.queue.popleft()
-                    t._with_retries(part, lambda: self._fetch_part(box, part, buf))
+                    t._with_retries(part, lambda: self._fetch_part(box, part, pipe))
                 except RangeIgnored:
                     self._single_stream()
                 except BaseException as e:  # noqa: BLE001 - one failed part stops the others
@@ -102,6 +103,7 @@ class PartPool:
                     if t.opts.slots is not None:
                         t.opts.slots.release()
         finally:
+            pipe.close()
             if box[0] is not None:
                 box[0].close()
             with t._cond:
@@ -142,7 +144,7 @@ class PartPool:
         return conn
 
     # -- one request ----------------------------------------------------------------------------
-    def _fetch_part(self, box: list[Connection | None], part: Part, buf: bytearray) -> None:
+    def _fetch_part(self, box: list[Connection | None], part: Part, pipe: SplicePipe) -> None:
         if not part.remaining:
             return
         t, spec = self.t, self.t.spec
@@ -173,22 +175,21 @@ class PartPool:
             self._check_size(resp, start)
             t.location.served(generation)
             pos = start
+            body = BodyWriter(resp, conn.sock, self.fd, pipe, t.opts.stall_timeout)
             while part.remaining:
                 if t._abort.is_set():
                     raise Aborted(spec.what)
-                # read1, not readinto: readinto blocks until the whole buffer is full, so on a stall
-                # or a kill up to BUF_SIZE bytes per connection that already arrived were lost.
-                want = min(len(buf), part.remaining)
+                # What has arrived, never a full buffer: waiting for one would lose up to BUF_SIZE
+                # bytes per connection that already arrived on a stall or a kill.
+                want = min(BUF_SIZE, part.remaining)
                 throttle = t.opts.throttle
                 if throttle is not None:
                     want = throttle.read_size(want)   # small reads keep the shared bucket smooth
-                data = resp.read1(want)
-                n = len(data)
+                n = body.write(pos, want)
                 if not n:
                     raise TransientError(f"connection closed early for {spec.what}")
                 if throttle is not None:
                     throttle(n, t._abort)             # waits for the bandwidth bucket, stops on abort
-                os.pwrite(self.fd, data, pos)
                 pos += n
                 with t._cond:
                     part.done += n
