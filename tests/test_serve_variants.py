@@ -4,10 +4,13 @@ vllm command in the fake vLLM image (it resolves `repo_id:quant_type` in the cac
 serves the words it was started with on /args)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
 from api import envfile
+from api.testing.hubsim import model_repos as mr
 
 from .servers import wait_until
 from .test_models_api import assert_error, download, wait_job
@@ -134,6 +137,22 @@ def test_switch_refuses_what_vllm_could_not_serve_and_changes_nothing(api, sim):
     assert_error(r, 409, "tokenizer_not_downloaded")
     assert api.settings.env_file.read_bytes() == before
     assert api.get("/api/jobs", params={"kind": "switch"}).json() == []
+
+
+def test_catalog_marks_only_the_served_variant_active(api_factory, sim, tmp_path):
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps({"entries": [
+        {"id": q.lower(), "model_id": mr.QWEN3_GGUF, "include": f"Qwen3-8B-{q}.gguf"} for q in ("Q4_K_M", "Q5_K_M")]}))
+    api = api_factory(catalog_file=catalog)
+    download(api, sim, mr.QWEN3_GGUF, mr.qwen3_gguf_files(), include="Qwen3-8B-Q4_K_M.gguf")
+
+    def active() -> dict:
+        return {r["id"]: r["active"] for r in api.get("/api/catalog").json()["entries"]}
+
+    assert switch(api, model_id=mr.QWEN3_GGUF, restart="false")["status"] == "complete"
+    assert active() == {"q4_k_m": True, "q5_k_m": True}    # the whole repo is served
+    assert switch(api, model_id=mr.QWEN3_GGUF, variant="Q4_K_M", restart="false")["status"] == "complete"
+    assert active() == {"q4_k_m": True, "q5_k_m": False}
 
 
 # --------------------------------------------------------------------------- real containers
