@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import envfile
@@ -14,7 +15,7 @@ from .models_cache import ModelCache
 from .profiles import Profile, ProfileStore, revision_args
 from .settings import Settings
 from .validation import validate_repo_id, validate_variant
-from .variants import cached_variant
+from .variants import cached_variant, downloaded_variant
 
 if TYPE_CHECKING:
     from .inspect.propose import ProfileProposer, Proposal
@@ -76,9 +77,7 @@ class SwitchService:
         profile = self.profiles.get(model_id, variant) or (Profile(model_id, proposed) if proposed else None)
         status = self.models.status(model_id)
         if variant:
-            folder = self.models.folder(model_id)
-            commit = status.get("commit")
-            cached_variant(model_id, folder / "snapshots" / commit if folder and commit else None, variant)
+            cached_variant(model_id, self._snapshot(model_id, status), variant)
         tokenizer = profile.tokenizer if profile else None
         if tokenizer and not self.models.is_complete(tokenizer):
             raise Conflict(f"The profile's tokenizer {tokenizer} is not completely downloaded; vLLM runs offline "
@@ -91,6 +90,14 @@ class SwitchService:
             if value or self.active_env(key) is not None:
                 env[key] = value
         return env
+
+    def _snapshot(self, model_id: str, status: dict | None = None) -> Path | None:
+        folder, commit = self.models.folder(model_id), (status or self.models.status(model_id)).get("commit")
+        return folder / "snapshots" / commit if folder and commit else None
+
+    def download_variant(self, model_id: str, include: list[str] | None) -> str | None:
+        """The GGUF variant a completed download fetched (by its include patterns), for activate=true."""
+        return downloaded_variant(self._snapshot(model_id), include)
 
     def active_env(self, key: str) -> str | None:
         """A key of .env as it says now (None when the key is absent or unreadable)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 from .errors import Conflict
@@ -36,6 +37,19 @@ def _gguf_files(snapshot: Path) -> list[tuple[str, int]]:
                 size = -1   # a link to a blob that is not (or no longer) there
             out.append((full.relative_to(snapshot).as_posix(), size))
     return out
+
+
+def downloaded_variant(snapshot: Path | None, include: list[str] | None) -> str | None:
+    """The one servable GGUF variant a download's `include` patterns selected, else None (no
+    patterns, no GGUF file, several variants, a split one, or a quantisation vLLM could not tell apart)."""
+    if not include or snapshot is None or not snapshot.is_dir():
+        return None
+    files = _gguf_files(snapshot)
+    chosen = [v for v in group_variants(files) if all(any(fnmatch(f, p) for p in include) for f in v.files)]
+    if len(chosen) != 1 or len(chosen[0].files) != 1:
+        return None
+    name = chosen[0].name
+    return name if sum(v.quant_from_name == name for v in group_variants(files)) == 1 else None
 
 
 def cached_variant(model_id: str, snapshot: Path | None, name: str) -> CachedVariant:

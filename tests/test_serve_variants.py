@@ -183,6 +183,16 @@ def test_variant_served_with_its_profile_then_back_to_a_plain_repo(vbox, sim):
     env = dict(e.split("=", 1) for e in vbox.docker.api.inspect_container(vbox.name)["Config"]["Env"])
     assert env[envfile.VARIANT_KEY] == "" and env_of(api)[envfile.VARIANT_KEY] == ""
 
+    # A download of one variant with activate=true serves that variant (with the repo's profile).
+    r = api.post("/api/download-model", params={"model_id": repo, "include": Q8, "activate": "true"})
+    assert r.status_code == 202, r.text
+    done = wait_job(api, r.json()["job_id"])
+    sw = wait_job(api, wait_until(lambda: (wait_job(api, done["job_id"])["result"] or {}).get("switch_job_id"), 30,
+                                  message="the switch job of activate=true"))
+    assert sw["status"] == "complete" and sw["result"]["variant"] == "Q8_0", sw
+    args = get(vbox.port, "/args").json()
+    assert args[1] == f"{repo}:Q8_0" and args[args.index("--max-model-len") + 1] == "2048", args
+
 
 def test_failed_switch_rolls_the_variant_back_with_the_model(vbox, sim):
     """The probe lacks the inference key: vLLM answers 401, the switch rolls back .env byte for byte
