@@ -139,7 +139,7 @@ def test_switch_refuses_what_vllm_could_not_serve_and_changes_nothing(api, sim):
     assert api.get("/api/jobs", params={"kind": "switch"}).json() == []
 
 
-def test_catalog_marks_only_the_served_variant_active(api_factory, sim, tmp_path):
+def test_catalog_and_fit_follow_the_variant(api_factory, sim, tmp_path):
     catalog = tmp_path / "catalog.json"
     catalog.write_text(json.dumps({"entries": [
         {"id": q.lower(), "model_id": mr.QWEN3_GGUF, "include": f"Qwen3-8B-{q}.gguf"} for q in ("Q4_K_M", "Q5_K_M")]}))
@@ -153,6 +153,15 @@ def test_catalog_marks_only_the_served_variant_active(api_factory, sim, tmp_path
     assert active() == {"q4_k_m": True, "q5_k_m": True}    # the whole repo is served
     assert switch(api, model_id=mr.QWEN3_GGUF, variant="Q4_K_M", restart="false")["status"] == "complete"
     assert active() == {"q4_k_m": True, "q5_k_m": False}
+
+    # The fit of a variant uses the variant's profile; the other variants keep the repo's.
+    api.put("/api/models/profile", params={"model_id": mr.QWEN3_GGUF}, json={"args": {"max-model-len": 8192}})
+    api.put("/api/models/profile", params={"model_id": mr.QWEN3_GGUF, "variant": "Q4_K_M"},
+            json={"args": {"max-model-len": 4096}})
+    fit = api.get("/api/fit", params={"model_id": mr.QWEN3_GGUF, "variant": "Q4_K_M", "gpu_memory_gb": 24}).json()
+    assert fit["fit"]["serve_profile"] == {"max-model-len": 4096} and fit["fit"]["max_model_len"] == 4096, fit
+    fit = api.get("/api/fit", params={"model_id": mr.QWEN3_GGUF, "variant": "Q5_K_M", "gpu_memory_gb": 24}).json()
+    assert fit["fit"]["serve_profile"] == {"max-model-len": 8192}, fit
 
 
 # --------------------------------------------------------------------------- real containers
