@@ -45,6 +45,7 @@ _FIELD_ERRORS = {
     "exclude": ("invalid_pattern", "exclude must be printable glob patterns, 2000 characters at most."),
     "callback_url": ("invalid_callback_url", "callback_url must be an absolute http(s) URL."),
     "job_id": ("invalid_job_id", "job_id must be the 16-character id of a job."),
+    "variant": ("invalid_variant", "variant must be a GGUF quantisation name such as Q4_K_M."),
 }
 
 

@@ -19,6 +19,7 @@ from .errors import ApiError, Conflict, InvalidInput
 
 DEFAULT_KEY = "DEFAULT_MODEL"
 ARGS_KEY = "INFERENCE_ARGS"   # the serve profile's vLLM arguments; the compose command expands them
+VARIANT_KEY = "DEFAULT_MODEL_VARIANT"   # the GGUF variant served as DEFAULT_MODEL:variant; empty: the repo
 LOCK_TIMEOUT = 10.0
 NEW_FILE_MODE = 0o600
 

@@ -7,7 +7,11 @@ A profile is a mapping of vLLM flag names (without the leading `--`) to values, 
         tensor-parallel-size: 2
         max-model-len: 32768
         quantization: awq_marlin
+      unsloth/Qwen3-8B-GGUF:Q4_K_M:       # one GGUF variant: `model_id:variant`
+        tokenizer: Qwen/Qwen3-8B
+        max-model-len: 32768
 
+A switch to a GGUF variant takes the variant's profile, else the repo's own (`model_id` alone).
 Only the flags in ``FLAGS`` are accepted, each with a typed value: a profile can never smuggle in a
 shell word, a path or a flag the API itself owns (the served names, the revision, the API key, the
 host/port). The switch renders the profile to one ``INFERENCE_ARGS`` string that the compose
@@ -24,7 +28,7 @@ import yaml
 
 from . import envfile
 from .errors import ApiError, InvalidInput
-from .validation import validate_repo_id
+from .validation import REPO_ID_PATTERN, validate_repo_id, validate_variant
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -77,6 +81,17 @@ def _on_off(v: Any) -> str:
 _on_off.schema = {"type": "boolean"}
 
 
+def _repo(v: Any) -> str:
+    # A Hub repo id in the shared cache (vLLM runs offline), never a path: a GGUF's base tokenizer.
+    try:
+        return validate_repo_id(v)
+    except InvalidInput:
+        raise ValueError("a Hub repo id 'org/name' (a path is not accepted)") from None
+
+
+_repo.schema = {"type": "string", "pattern": REPO_ID_PATTERN, "maxLength": 200}
+
+
 _QUANT = ("aqlm", "awq", "awq_marlin", "bitsandbytes", "compressed-tensors", "deepspeedfp", "experts_int8",
           "fbgemm_fp8", "fp8", "gguf", "gptq", "gptq_marlin", "gptq_marlin_24", "hqq", "marlin", "modelopt",
           "modelopt_fp4", "moe_wna16", "mxfp4", "qqq", "torchao", "tpu_int8")
@@ -104,6 +119,7 @@ FLAGS: dict[str, Callable[[Any], str]] = {
     "tokenizer-mode": _choice("auto", "slow", "mistral", "custom"),
     "config-format": _choice("auto", "hf", "mistral"),
     "distributed-executor-backend": _choice("mp", "ray", "uni"),
+    "tokenizer": _repo,
     "tool-call-parser": _name,
     "reasoning-parser": _name,
     "enforce-eager": _on_off,
@@ -116,7 +132,7 @@ FLAGS: dict[str, Callable[[Any], str]] = {
 RESERVED = {
     "served-model-name": "set from SERVED_MODEL_ALIAS and the model id",
     "model": "the switch's model id", "revision": "the downloaded revision",
-    "tokenizer-revision": "the downloaded revision", "tokenizer": "the model itself",
+    "tokenizer-revision": "the downloaded revision of the tokenizer's repo",
     "host": "the compose file", "port": "the compose file", "api-key": "INFERENCE_API_KEY",
     "download-dir": "the shared cache (HF_HOME)",
 }
@@ -126,10 +142,22 @@ ARGS_SCHEMA = {"properties": {flag: check.schema for flag, check in FLAGS.items(
 HEADER = "# Serve profiles: the vLLM flags of each model (PUT /api/models/profile rewrites this file).\n"
 
 
+def profile_key(model_id: str, variant: str | None = None) -> str:
+    """The profiles file's key: `org/name`, or `org/name:Q4_K_M` for one GGUF variant."""
+    validate_repo_id(model_id)
+    return f"{model_id}:{variant}" if validate_variant(variant) else model_id
+
+
 @dataclass(frozen=True)
 class Profile:
     model_id: str
     args: dict[str, Any]          # as stored: flag -> value
+    variant: str | None = None
+    key: str | None = None        # the file's key the args come from; None: no profile
+
+    @property
+    def tokenizer(self) -> str | None:
+        return self.args.get("tokenizer")
 
     def argv(self) -> list[str]:
         """The command-line words, in the file's order; a false switch is left out."""
@@ -143,7 +171,8 @@ class Profile:
         return out
 
     def body(self) -> dict:
-        return {"model_id": self.model_id, "args": dict(self.args), "command_line": " ".join(self.argv())}
+        return {"model_id": self.model_id, "variant": self.variant, "profile_key": self.key,
+                "args": dict(self.args), "command_line": " ".join(self.argv())}
 
 
 def validate_args(args: object) -> dict[str, Any]:
@@ -198,29 +227,33 @@ class ProfileStore:
                            status=500)
         return profiles
 
-    def get(self, model_id: str) -> Profile | None:
-        """The model's profile, re-validated: a hand-edited file cannot bypass the allow-list."""
-        validate_repo_id(model_id)
-        args = self._load().get(model_id)
-        if args is None:
-            return None
-        try:
-            return Profile(model_id, validate_args(args))
-        except InvalidInput as exc:
-            raise InvalidInput(f"The profile of {model_id} in the profiles file is refused: {exc.detail}",
-                               code="invalid_profile") from None
+    def get(self, model_id: str, variant: str | None = None) -> Profile | None:
+        """The profile a switch to the model (or its GGUF variant) uses: the variant's own, else the
+        repo's. Re-validated: a hand-edited file cannot bypass the allow-list."""
+        profiles = self._load()
+        for key in dict.fromkeys((profile_key(model_id, variant), model_id)):
+            args = profiles.get(key)
+            if args is None:
+                continue
+            try:
+                return Profile(model_id, validate_args(args), validate_variant(variant), key)
+            except InvalidInput as exc:
+                raise InvalidInput(f"The profile of {key} in the profiles file is refused: {exc.detail}",
+                                   code="invalid_profile") from None
+        return None
 
-    def put(self, model_id: str, args: object) -> Profile:
-        """Set (or, with no flags, remove) the model's profile; the rest of the file is kept."""
-        validate_repo_id(model_id)
+    def put(self, model_id: str, args: object, variant: str | None = None) -> Profile:
+        """Set (or, with no flags, remove) the profile of the model or of one GGUF variant; the rest
+        of the file (the repo's profile when a variant's is set) is kept."""
+        key = profile_key(model_id, variant)
         clean = validate_args(args)
 
         def render(_: bytes | None) -> bytes:
             profiles = dict(self._load())
             if clean:
-                profiles[model_id] = clean
+                profiles[key] = clean
             else:
-                profiles.pop(model_id, None)
+                profiles.pop(key, None)
             return (HEADER + yaml.safe_dump({"profiles": profiles}, sort_keys=True)).encode("utf-8")
 
         try:
@@ -229,21 +262,32 @@ class ProfileStore:
         except OSError as exc:
             raise ApiError(f"Cannot write the serve profiles file: {exc.strerror}.", code="profiles_unwritable",
                            status=500) from None
-        return Profile(model_id, clean)
+        if clean:
+            return Profile(model_id, clean, validate_variant(variant), key)
+        return self.get(model_id, variant) or Profile(model_id, {}, validate_variant(variant))   # what now applies
 
 
-def revision_args(hf_cache: Path, model_id: str, commit: str | None) -> list[str]:
+def _needs_pin(hf_cache: Path, repo_id: str, commit: str | None) -> bool:
+    if not commit:
+        return False
+    main = hf_cache / ("models--" + validate_repo_id(repo_id).replace("/", "--")) / "refs" / "main"
+    try:
+        return main.read_text().strip() != commit
+    except OSError:
+        return True
+
+
+def revision_args(hf_cache: Path, model_id: str, commit: str | None, tokenizer: str | None = None,
+                  tokenizer_commit: str | None = None) -> list[str]:
     """Pin vLLM to the downloaded commit unless `refs/main` already names it.
 
     Offline, vLLM resolves the default revision through `refs/main`; a model downloaded at a
     branch, tag or commit other than main has no such ref (or one naming another commit), so it
-    is told the commit itself, which the cache finds under `snapshots/<commit>` without the Hub."""
-    if not commit:
-        return []
-    main = hf_cache / ("models--" + validate_repo_id(model_id).replace("/", "--")) / "refs" / "main"
-    try:
-        if main.read_text().strip() == commit:
-            return []
-    except OSError:
-        pass
-    return ["--revision", commit, "--tokenizer-revision", commit]
+    is told the commit itself, which the cache finds under `snapshots/<commit>` without the Hub.
+    A profile's `tokenizer` is another repo: `--tokenizer-revision` then pins that repo's commit."""
+    out: list[str] = []
+    if _needs_pin(hf_cache, model_id, commit):
+        out += ["--revision", commit] + ([] if tokenizer else ["--tokenizer-revision", commit])
+    if tokenizer and _needs_pin(hf_cache, tokenizer, tokenizer_commit):
+        out += ["--tokenizer-revision", tokenizer_commit]
+    return out

@@ -40,7 +40,9 @@ class Services:
         if not (rec and (rec["params"] or {}).get("activate")):
             return
         try:
-            sw = self.switch.request(job["model_id"], restart=True, callback_url=None)
+            # A download of one GGUF variant activates that variant (vLLM cannot serve a whole GGUF repo).
+            variant = self.switch.download_variant(job["model_id"], (rec["params"] or {}).get("include"))
+            sw = self.switch.request(job["model_id"], restart=True, callback_url=None, variant=variant)
             log.info("job %s: download complete, switch job %s started", job["job_id"], sw["job_id"])
             result = {**(rec["result"] or {}), "switch_job_id": sw["job_id"]}
         except Exception as e:  # noqa: BLE001 - recorded on the download job

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import envfile
@@ -13,7 +14,8 @@ from .jobs.manager import JobManager, LiveJob
 from .models_cache import ModelCache
 from .profiles import Profile, ProfileStore, revision_args
 from .settings import Settings
-from .validation import validate_repo_id
+from .validation import validate_repo_id, validate_variant
+from .variants import cached_variant, downloaded_variant
 
 if TYPE_CHECKING:
     from .inspect.propose import ProfileProposer, Proposal
@@ -33,13 +35,16 @@ class SwitchService:
         # Set by the inspection wiring (built after the services): model_id -> Proposal | None.
         self.proposer: ProfileProposer | None = None
 
-    def request(self, model_id: str, restart: bool, callback_url: str | None = None) -> dict:
+    def request(self, model_id: str, restart: bool, callback_url: str | None = None,
+                variant: str | None = None) -> dict:
         validate_repo_id(model_id)
+        variant = validate_variant(variant)
         envfile.validate_env_value(model_id)
         envfile.check_writable(self.settings.env_file)
         if not self.models.is_complete(model_id):
             raise Conflict(f"{model_id} is not completely downloaded.", code="model_not_downloaded")
-        self.serve_env(model_id)   # a profile the allow-list refuses is refused now, not mid-switch
+        # A profile the allow-list refuses, a variant or tokenizer not in the cache: refused now, not mid-switch.
+        self.serve_env(model_id, variant=variant)
         if restart and not self.containers.available():
             raise ServiceUnavailable("The Docker engine is not reachable; nothing was changed.",
                                      code="docker_unavailable")
@@ -50,40 +55,61 @@ class SwitchService:
             if not self.models.is_complete(model_id):
                 raise Conflict(f"{model_id} is not completely downloaded.", code="model_not_downloaded")
             # The runner owns the lock from here and releases it when the job ends.
-            return self.jobs.submit("switch", model_id, {"restart": restart}, callback_url=callback_url)
+            params = {"restart": restart, **({"variant": variant} if variant else {})}
+            return self.jobs.submit("switch", model_id, params, callback_url=callback_url)
         except BaseException:
             self.lock.release()
             raise
 
     def run(self, live: LiveJob, rec: dict) -> dict:
         try:
-            return self._switch(live, rec["model_id"], bool((rec["params"] or {}).get("restart", True)))
+            params = rec["params"] or {}
+            return self._switch(live, rec["model_id"], bool(params.get("restart", True)), params.get("variant"))
         finally:
             self.lock.release()
 
-    def serve_env(self, model_id: str, proposed: dict | None = None) -> dict[str, str]:
-        """What .env and the inference container's environment must say to serve `model_id`: the
-        model, and its profile's flags (or, without a profile, the `proposed` ones) plus the
-        revision pin (INFERENCE_ARGS). An empty INFERENCE_ARGS is only written where the key is
-        already in .env, so a box without profiles sees nothing but DEFAULT_MODEL change."""
-        profile = self.profiles.get(model_id) or (Profile(model_id, proposed) if proposed else None)
+    def serve_env(self, model_id: str, proposed: dict | None = None, variant: str | None = None) -> dict[str, str]:
+        """What .env must say to serve `model_id` (or its GGUF `variant`): the model, the variant,
+        and the profile's flags (or, without a profile, the `proposed` ones) plus the revision pins
+        (INFERENCE_ARGS). An empty INFERENCE_ARGS or DEFAULT_MODEL_VARIANT is only written where the
+        key is already in .env, so a box without profiles sees nothing but DEFAULT_MODEL change.
+        Raises Conflict when the variant or the profile's tokenizer cannot be served from the cache."""
+        profile = self.profiles.get(model_id, variant) or (Profile(model_id, proposed) if proposed else None)
+        status = self.models.status(model_id)
+        if variant:
+            cached_variant(model_id, self._snapshot(model_id, status), variant)
+        tokenizer = profile.tokenizer if profile else None
+        if tokenizer and not self.models.is_complete(tokenizer):
+            raise Conflict(f"The profile's tokenizer {tokenizer} is not completely downloaded; vLLM runs offline "
+                           "and would not find it.", code="tokenizer_not_downloaded")
         argv = (profile.argv() if profile else [])
-        argv += revision_args(self.settings.hf_cache, model_id, self.models.status(model_id).get("commit"))
-        env = {"DEFAULT_MODEL": model_id}
-        if argv or envfile.read_value(self.settings.env_file, envfile.ARGS_KEY) is not None:
-            env[envfile.ARGS_KEY] = " ".join(argv)
+        argv += revision_args(self.settings.hf_cache, model_id, status.get("commit"), tokenizer,
+                              self.models.status(tokenizer).get("commit") if tokenizer else None)
+        env = {envfile.DEFAULT_KEY: model_id}
+        for key, value in ((envfile.ARGS_KEY, " ".join(argv)), (envfile.VARIANT_KEY, variant or "")):
+            if value or self.active_env(key) is not None:
+                env[key] = value
         return env
 
-    def active_args(self) -> str | None:
-        """INFERENCE_ARGS as .env says now (None when the key is absent)."""
+    def _snapshot(self, model_id: str, status: dict | None = None) -> Path | None:
+        folder, commit = self.models.folder(model_id), (status or self.models.status(model_id)).get("commit")
+        return folder / "snapshots" / commit if folder and commit else None
+
+    def download_variant(self, model_id: str, include: list[str] | None) -> str | None:
+        """The GGUF variant a completed download fetched (by its include patterns), for activate=true."""
+        return downloaded_variant(self._snapshot(model_id), include)
+
+    def active_env(self, key: str) -> str | None:
+        """A key of .env as it says now (None when the key is absent or unreadable)."""
         try:
-            return envfile.read_value(self.settings.env_file, envfile.ARGS_KEY)
+            return envfile.read_value(self.settings.env_file, key)
         except OSError:
             return None
 
-    def _proposal(self, model_id: str) -> Proposal | None:
-        """The fit planner's profile for a model that has none (SWITCH_PROPOSE_PROFILE), or None."""
-        if not (self.settings.switch_propose_profile and self.proposer) or self.profiles.get(model_id):
+    def _proposal(self, model_id: str, variant: str | None) -> Proposal | None:
+        """The fit planner's profile for a model that has none (SWITCH_PROPOSE_PROFILE), or None.
+        Not for a GGUF variant: the planner sizes the repo, not one of its variants."""
+        if not (self.settings.switch_propose_profile and self.proposer) or variant or self.profiles.get(model_id):
             return None
         try:
             return self.proposer.propose(model_id)
@@ -91,45 +117,60 @@ class SwitchService:
             log.warning("switch %s: no profile proposed: %s: %s", model_id, type(e).__name__, e)
             return None
 
+    def _stale_variant(self, name: str, serve: dict[str, str]) -> dict[str, str]:
+        """The variant key emptied for a container that still has one .env no longer names (the key
+        was removed from .env by hand), so `repo:variant` cannot outlive the switch."""
+        if envfile.VARIANT_KEY in serve:
+            return {}
+        try:
+            env = self.containers.api.inspect_container(name)["Config"]["Env"] or []
+        except Exception:  # noqa: BLE001 - the recreate itself reports an engine or container problem
+            return {}
+        return {envfile.VARIANT_KEY: ""} if any(e.startswith(envfile.VARIANT_KEY + "=") for e in env) else {}
+
     def _probe_headers(self) -> dict[str, str]:
         key = self.settings.inference_api_key
         return {"Authorization": f"Bearer {key.get_secret_value()}"} if key and key.get_secret_value() else {}
 
-    def _switch(self, live: LiveJob, model_id: str, restart: bool) -> dict:
+    def _switch(self, live: LiveJob, model_id: str, restart: bool, variant: str | None = None) -> dict:
         started = time.monotonic()
         env_path = self.settings.env_file
         before = envfile.snapshot(env_path)
         steps: list[dict] = []
-        result = {"previous_model": None, "model_id": model_id, "restart": restart, "steps": steps}
+        result = {"previous_model": None, "previous_variant": None, "model_id": model_id, "variant": variant,
+                  "restart": restart, "steps": steps}
         live.result = result
 
         def step(name: str, info: dict | None = None) -> None:
             steps.append({"step": name, "at_seconds": round(time.monotonic() - started, 3), **(info or {})})
 
-        proposal = self._proposal(model_id)
+        proposal = self._proposal(model_id, variant)
         result["proposed_profile"] = proposal.to_json() if proposal else None
         if proposal:
             step("profile_proposed", proposal.to_json())
             log.info("job %s: proposed for %s: %s", live.job_id, model_id, proposal.args)
-        serve = self.serve_env(model_id, proposal.args if proposal else None)
+        serve = self.serve_env(model_id, proposal.args if proposal else None, variant)
         # The alias itself comes from .env through the compose file (SERVED_MODEL_ALIAS).
         result["served_model_names"] = [self.settings.served_model_alias, model_id]
         result["inference_args"] = serve.get(envfile.ARGS_KEY, "")
         # The model and its arguments change together in one write, and roll back together.
         try:
-            result["previous_model"] = envfile.set_values(env_path, serve)["DEFAULT_MODEL"]
+            previous = envfile.set_values(env_path, serve)
+            result["previous_model"] = previous[envfile.DEFAULT_KEY]
+            result["previous_variant"] = previous.get(envfile.VARIANT_KEY) or None
         except OSError:   # it became unwritable after the submit's check
             envfile.check_writable(env_path)
             raise
         step("env_rewritten", {"env_file": str(env_path)})
-        log.info("job %s: switch %s -> %s", live.job_id, result["previous_model"], model_id)
+        log.info("job %s: switch %s -> %s%s", live.job_id, result["previous_model"], model_id,
+                 f":{variant}" if variant else "")
         if not restart:
             result["seconds"] = round(time.monotonic() - started, 3)
             return result
         name = self.settings.inference_container
         try:
             info = self.containers.recreate_with_env(
-                name, serve, timeout=self.settings.switch_timeout, probe_headers=self._probe_headers(),
+                name, {**serve, **self._stale_variant(name, serve)}, timeout=self.settings.switch_timeout, probe_headers=self._probe_headers(),
                 health_url=self.settings.inference_health_url, models_url=self.settings.inference_models_url,
                 expect_model=model_id if self.settings.inference_models_url else None,
                 on_step=lambda s, i: step(s, {k: v for k, v in (i or {}).items() if _plain(v)}))

@@ -4,8 +4,9 @@ A switch renames the running inference container to `<name>-backup-<id12>` befor
 new one (docs/containers.md). If the process dies before the end, that backup is left behind and
 the switch job is marked failed (`interrupted`) on restart. What the operator used to do by hand
 (`docker rm -f <name>; docker rename <name>-backup-… <name>; docker start <name>`), the service
-does at start-up, and it puts DEFAULT_MODEL in the .env file back to the model the restored
-container runs, so the box is as it was before the switch, as after any failed switch.
+does at start-up, and it puts DEFAULT_MODEL (with DEFAULT_MODEL_VARIANT and INFERENCE_ARGS) in the
+.env file back to what the restored container runs, so the box is as it was before the switch, as
+after any failed switch.
 """
 from __future__ import annotations
 
@@ -69,11 +70,13 @@ def recover_interrupted_switches(containers: ContainerManager, env_path: Path) -
                       "model_id": model, "older_backups": [b["BackupName"] for b in backups[1:]]}
             log.warning("container %s: restored %s left by an interrupted switch", name, backup["BackupName"])
             if model and envfile.read_value(env_path) != model:
-                # The model and its serve arguments go back together, as after any failed switch.
+                # The model, its variant and its serve arguments go back together, as after any failed switch.
                 values = {envfile.DEFAULT_KEY: model}
-                args = _env_value(containers.api.inspect_container(backup["Id"]), envfile.ARGS_KEY)
-                if args is not None or envfile.read_value(env_path, envfile.ARGS_KEY) is not None:
-                    values[envfile.ARGS_KEY] = args or ""
+                restored = containers.api.inspect_container(backup["Id"])
+                for key in (envfile.ARGS_KEY, envfile.VARIANT_KEY):
+                    value = _env_value(restored, key)
+                    if value or envfile.read_value(env_path, key) is not None:
+                        values[key] = value or ""
                 envfile.set_values(env_path, values)
                 log.warning("%s: %s set back to %s, the model %s runs", env_path, envfile.DEFAULT_KEY, model, name)
             recovered.append(record)

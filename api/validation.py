@@ -13,8 +13,13 @@ PART_PATTERN = r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*"
 REPO_ID_PATTERN = rf"^{PART_PATTERN}/{PART_PATTERN}$"
 REVISION_PATTERN = r"^[A-Za-z0-9_]+(?:[./-][A-Za-z0-9_]+)*$"
 PATTERNS_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+# A GGUF variant as the grouping names it (api/inspect/gguf_meta.py): its quantisation type, e.g.
+# Q4_K_M, IQ4_XS, UD-Q4_K_XL, BF16. vLLM's `repo_id:quant_type` takes `[A-Za-z0-9_+-]+`; this is
+# stricter (no leading, trailing or doubled separators) and, like a repo id, safe in .env and a shell.
+VARIANT_PATTERN = r"^[A-Za-z0-9]+(?:[_-][A-Za-z0-9]+)*$"
 _REPO_ID = re.compile(REPO_ID_PATTERN)
 _REVISION = re.compile(REVISION_PATTERN)
+_VARIANT = re.compile(VARIANT_PATTERN)
 _PATTERN_BAD = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -36,6 +41,16 @@ def validate_revision(value: object) -> str:
         return "main"
     if not isinstance(value, str) or len(value) > 200 or not _REVISION.fullmatch(value):
         raise InvalidInput("revision must be a branch, tag or commit name.", code="invalid_revision")
+    return value
+
+
+def validate_variant(value: object) -> str | None:
+    """A GGUF variant name, or None when none is given."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 64 or not _VARIANT.fullmatch(value):
+        raise InvalidInput("variant must be a GGUF quantisation name such as Q4_K_M (letters and digits joined by "
+                           "single '_' or '-', 64 characters at most).", code="invalid_variant")
     return value
 
 

@@ -2,7 +2,10 @@
 
 vLLM runs with HF_HUB_OFFLINE=1, so it must never be started before its model is in the cache.
 Standard library only; uses `docker compose` (v2) when present, else `docker-compose` (v1).
-Safe to run again: a model already complete is not downloaded twice, running services stay."""
+Safe to run again: a model already complete is not downloaded twice, running services stay.
+With DEFAULT_MODEL_VARIANT (a GGUF variant such as Q4_K_M) only that variant's file is fetched."""
+from __future__ import annotations
+
 import json
 import os
 import shutil
@@ -56,17 +59,31 @@ def wait(what: str, check, timeout: float, every: float = 2.0):
         time.sleep(every)
 
 
+def missing(model: str, include: str | None, key: str) -> bool:
+    """Is the model (or, with `include`, that variant's file) still to be downloaded?"""
+    if call("GET", "/api/models/status?" + urllib.parse.urlencode({"model_id": model}), key).get("status") != "complete":
+        return True
+    if include is None:
+        return False
+    # A GGUF repo may be cached with other variants only: the dry run says what this one still needs.
+    plan = call("POST", "/api/download-model?" + urllib.parse.urlencode(
+        {"model_id": model, "include": include, "dry_run": "true"}), key)
+    return not plan["files"] or not all(f.get("cached") for f in plan["files"])
+
+
 def main() -> None:
     key, model = env_value("PROXY_API_KEY"), env_value("DEFAULT_MODEL")
     if not key or not model:
         sys.exit(f"{ENV} needs PROXY_API_KEY and DEFAULT_MODEL (run `make .env`).")
+    variant = env_value("DEFAULT_MODEL_VARIANT")
+    include = f"*{variant}.gguf" if variant else None   # vLLM loads single-file GGUF only
     cmd = compose()
     subprocess.run([*cmd, "up", "-d", "--build", "api"], cwd=ROOT, check=True)
     wait("the API", lambda: urllib.request.urlopen(API + "/health", timeout=5).status == 200, 180)
-    q = urllib.parse.urlencode({"model_id": model})
-    if call("GET", f"/api/models/status?{q}", key).get("status") != "complete":
+    if missing(model, include, key):
+        q = urllib.parse.urlencode({"model_id": model, **({"include": include} if include else {})})
         job = call("POST", f"/api/download-model?{q}", key)
-        print(f"Downloading {model} (job {job['job_id']}) ...", flush=True)
+        print(f"Downloading {model}{':' + variant if variant else ''} (job {job['job_id']}) ...", flush=True)
 
         def done():
             j = call("GET", f"/api/jobs/{job['job_id']}", key)

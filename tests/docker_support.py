@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKER_UP = ROOT / ".ci" / "docker-up.sh"
 TEST_LABEL = "llmbox.test"            # every container made by tests carries it
 # Bumped whenever the image's content changes: the daemon is shared and keeps old tags.
-IMAGE_TAG = "llmbox-test-inference:3"
+IMAGE_TAG = "llmbox-test-inference:4"
 
 BUSYBOX_APPLETS = ["sh", "httpd", "wget", "echo", "printf", "mkdir", "cat", "sleep", "env",
                    "ls", "ps", "kill", "true", "false", "id", "hostname", "nc", "sed", "tr", "head"]
@@ -61,7 +61,8 @@ wait "$pid"
 # does, and /args, the JSON list of the words it was started with. --api-key or VLLM_API_KEY
 # makes /v1/* demand `Authorization: Bearer <key>`, like vLLM. With HF_HUB_OFFLINE=1 it resolves
 # the model in $HF_HOME/hub as offline vLLM would: --revision (default main) must name a
-# snapshot, through refs/<revision> unless it is the commit itself; otherwise it exits 1.
+# snapshot, through refs/<revision> unless it is the commit itself; otherwise it exits 1. A GGUF
+# `repo_id:quant_type` needs exactly one `*<quant_type>.gguf` file in that snapshot, as vLLM does.
 VLLM_SCRIPT = r"""#!/bin/sh
 [ "$1" = serve ] || { echo "usage: vllm serve MODEL [flags]" >&2; exit 2; }
 shift
@@ -86,12 +87,21 @@ while [ $# -gt 0 ]; do
 done
 echo "fake-vllm: serve $MODEL revision=$revision names=[${names# }] port=$port"
 if [ "${HF_HUB_OFFLINE:-}" = 1 ]; then
-  repo="${HF_HOME:-/root/.cache/huggingface}/hub/models--$(printf %s "$MODEL" | sed 's#/#--#g')"
+  repo_id="${MODEL%%:*}"
+  repo="${HF_HOME:-/root/.cache/huggingface}/hub/models--$(printf %s "$repo_id" | sed 's#/#--#g')"
   commit="$revision"
   [ -f "$repo/refs/$revision" ] && commit="$(cat "$repo/refs/$revision")"
   if [ ! -d "$repo/snapshots/$commit" ]; then
-    echo "OSError: We couldn't connect to the Hub and cannot find $MODEL at revision $revision in the cache" >&2
+    echo "OSError: We couldn't connect to the Hub and cannot find $repo_id at revision $revision in the cache" >&2
     exit 1
+  fi
+  if [ "$repo_id" != "$MODEL" ]; then
+    quant="${MODEL##*:}"
+    found="$(ls "$repo/snapshots/$commit" | sed -n "/$quant\.gguf\$/p")"
+    if [ -z "$found" ] || [ "$(printf '%s\n' "$found" | sed -n '$=')" != 1 ] || [ ! -e "$repo/snapshots/$commit/$found" ]; then
+      echo "ValueError: no single cached GGUF file for quant type $quant in $repo_id" >&2
+      exit 1
+    fi
   fi
 fi
 [ -n "$names" ] || names="$MODEL"

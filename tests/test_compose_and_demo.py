@@ -110,13 +110,19 @@ def test_make_env_works_on_a_fresh_clone(tmp_path):
     assert (tmp_path / ".env").read_text() == env   # never overwritten
 
 
-def test_deploy_downloads_the_model_before_starting_vllm(api, sim, tmp_path):
-    """`make deploy`'s order against a real API and Hub simulator; compose is a recording shim."""
-    from .test_models_api import uid_repo
+@pytest.mark.parametrize("variant", [None, "Q4_K_M"])
+def test_deploy_downloads_the_model_before_starting_vllm(api, sim, tmp_path, variant):
+    """`make deploy`'s order against a real API and Hub simulator; compose is a recording shim.
+    With DEFAULT_MODEL_VARIANT only that GGUF variant's file is fetched."""
+    from .test_models_api import folder_of, uid_repo
     model = uid_repo("deploy")
-    sim.add_repo(model, {"config.json": b"{}", "model.safetensors": 1 << 20})
+    files = {"config.json": b"{}", "model.safetensors": 1 << 20}
+    if variant:
+        files = {"README.md": b"# GGUF", f"m-{variant}.gguf": 4096, "m-Q8_0.gguf": 8192}
+    sim.add_repo(model, files)
     env_file = tmp_path / "deploy.env"
-    env_file.write_text(f"PROXY_API_KEY={api.headers['Authorization'].split()[1]}\nDEFAULT_MODEL={model}\n")
+    env_file.write_text(f"PROXY_API_KEY={api.headers['Authorization'].split()[1]}\nDEFAULT_MODEL={model}\n"
+                        + (f"DEFAULT_MODEL_VARIANT={variant}\n" if variant else ""))
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
     bin_dir.mkdir()
     (bin_dir / "docker").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
@@ -134,4 +140,6 @@ def test_deploy_downloads_the_model_before_starting_vllm(api, sim, tmp_path):
     calls = log.read_text().splitlines()
     assert calls == ["compose version", "compose up -d --build api", "compose up -d vllm"]
     assert api.get("/api/models/status", params={"model_id": model}).json()["status"] == "complete"
+    cached = {p.name for p in (folder_of(api, model) / "snapshots").glob("*/*")}
+    assert cached == ({f"m-{variant}.gguf"} if variant else set(files))
     assert "Downloading" not in deploy().stdout   # run again: nothing downloaded twice

@@ -16,10 +16,10 @@ def run(engine):
     ds.remove_test_containers(run_id)
 
 
-def _crash_mid_switch(engine, name: str, run_id: str, *, with_new: bool) -> str:
+def _crash_mid_switch(engine, name: str, run_id: str, *, with_new: bool, env: dict | None = None) -> str:
     """The state a switch leaves when the process dies after renaming the old container (and,
     with_new, after creating the new one): returns the old container's id."""
-    old = ds.run_test_container(name, model="org/old", port=ds.free_port(), run_id=run_id)
+    old = ds.run_test_container(name, model="org/old", port=ds.free_port(), run_id=run_id, env=env)
     ds.wait_healthy(name)
     old.stop(timeout=5)
     engine.api.rename(old.id, f"{name}-backup-{old.id[:12]}")
@@ -53,3 +53,13 @@ def test_start_up_leaves_unrelated_containers_alone(engine, run, api_factory, tm
     api_factory(docker_host=None, inference_container=name, env_file=env_file)
     assert engine.api.inspect_container(other.id)["Name"] == f"/{name}x-backup-0123456789ab"
     assert env_file.read_text() == "DEFAULT_MODEL=org/keep\n"
+
+
+def test_start_up_puts_the_variant_back_with_the_model(engine, run, api_factory, tmp_path):
+    """The old container served a GGUF variant; the dead switch had written a plain repo."""
+    name = ds.unique_name("llmbox-recover")
+    _crash_mid_switch(engine, name, run, with_new=False, env={"DEFAULT_MODEL_VARIANT": "Q4_K_M"})
+    env_file = tmp_path / "recover.env"
+    env_file.write_text("DEFAULT_MODEL=org/new\nDEFAULT_MODEL_VARIANT=\n")
+    api_factory(docker_host=None, inference_container=name, env_file=env_file)
+    assert env_file.read_text() == "DEFAULT_MODEL=org/old\nDEFAULT_MODEL_VARIANT=Q4_K_M\n"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 from huggingface_hub import HfApi
@@ -16,6 +17,7 @@ from ..jobs.manager import HTTP_FOR_CODE
 from ..jobs.store import ACTIVE, JobStore
 from ..profiles import ProfileStore
 from ..settings import Settings
+from ..validation import VARIANT_PATTERN
 from . import safetensors_meta
 from .fit import Architecture, Gpu, disk_verdict, from_gguf, plan_fit
 from .gpu import GpuProbe, gb_to_bytes
@@ -24,6 +26,7 @@ from .layout import file_row, read_layout
 from .store import InspectionStore
 
 log = logging.getLogger(__name__)
+_VARIANT = re.compile(VARIANT_PATTERN)
 _PROFILE_FLAGS = ("gpu-memory-utilization", "kv-cache-dtype", "max-model-len")
 _KV_DTYPE_BYTES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp16": 2, "bfloat16": 2}
 
@@ -144,18 +147,21 @@ class Inspector:
             return Gpu(gb_to_bytes(gpu_memory_gb), "request", 1)
         return self.gpu.detect()
 
-    def _serve_args(self, repo_id: str) -> dict:
-        """The model's serve profile flags that change its memory: vLLM will run it with these."""
+    def _serve_args(self, repo_id: str, variant: str | None = None) -> dict:
+        """The serve profile flags of the model (or of its GGUF variant) that change its memory:
+        vLLM will run it with these."""
         try:
-            profile = self.profiles.get(repo_id) if self.profiles else None
+            if variant is not None and (len(variant) > 64 or not _VARIANT.fullmatch(variant)):
+                variant = None   # a name no switch accepts has no profile of its own
+            profile = self.profiles.get(repo_id, variant) if self.profiles else None
         except ApiError:   # a broken profiles file is reported by the profile routes, not here
             return {}
         return {k: v for k, v in (profile.args if profile else {}).items() if k in _PROFILE_FLAGS}
 
     def _fit(self, repo_id: str, weights: int, arch: Architecture | None, gpu: Gpu,
-             max_model_len: int | None, tensor_parallel_size: int = 1) -> dict:
+             max_model_len: int | None, tensor_parallel_size: int = 1, variant: str | None = None) -> dict:
         s = self.settings
-        served = self._serve_args(repo_id)
+        served = self._serve_args(repo_id, variant)
         utilization = float(served.get("gpu-memory-utilization", s.gpu_memory_utilization))
         kv_bytes = _KV_DTYPE_BYTES.get(served.get("kv-cache-dtype", s.kv_cache_dtype))
         out = plan_fit(weights, arch, gpu, utilization=utilization, overhead_bytes=s.fit_overhead_mb << 20,
@@ -196,7 +202,7 @@ class Inspector:
         rows = []
         for v in variants:
             arch = (from_gguf(v["header"]) if v.get("header") else None) or base
-            rows.append((v, self._fit(repo_id, v["size"], arch, gpu, max_model_len)))
+            rows.append((v, self._fit(repo_id, v["size"], arch, gpu, max_model_len, variant=v["name"])))
         if variant is not None:
             chosen = next((r for r in rows if r[0]["name"] == variant), None)
             if chosen is None:
@@ -256,7 +262,7 @@ class Inspector:
                     **self._fit(doc["model_id"], self._weights(doc, selected), base, gpu, None, tp)}
         v = variants[-1]
         arch = (from_gguf(v["header"]) if v.get("header") else None) or base
-        return {"variant": v["name"], **self._fit(doc["model_id"], v["size"], arch, gpu, None, tp)}
+        return {"variant": v["name"], **self._fit(doc["model_id"], v["size"], arch, gpu, None, tp, v["name"])}
 
 def select(doc: dict, include: list[str] | None) -> set[str]:
     return set(filter_repo_objects([f["path"] for f in doc["files"]], allow_patterns=include))

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
+from .. import envfile
 from ..download.engine import DownloadEngine
 from ..jobs.store import JobStore
 from ..settings import Settings
@@ -33,5 +35,6 @@ def build_inspection(settings: Settings, engine: DownloadEngine, jobs: JobStore,
                           jobs, services.profiles)
     # The switch is built before the inspector it asks for a proposed profile.
     services.switch.proposer = ProfileProposer(inspector, services.models)
-    return Inspection(inspector, Catalog(entries, inspector, services.models.active_model),
+    active_variant = partial(services.switch.active_env, envfile.VARIANT_KEY)
+    return Inspection(inspector, Catalog(entries, inspector, services.models.active_model, active_variant),
                       UpdateChecker(settings, engine.cache, jobs))

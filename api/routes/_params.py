@@ -13,7 +13,8 @@ from pydantic import BaseModel
 from ..callback_policy import CallbackPolicy
 from ..download.bandwidth import RATE_PATTERN, parse_rate
 from ..errors import InvalidInput
-from ..validation import PATTERNS_PATTERN, REPO_ID_PATTERN, REVISION_PATTERN, validate_repo_id
+from ..validation import (PATTERNS_PATTERN, REPO_ID_PATTERN, REVISION_PATTERN, VARIANT_PATTERN, validate_repo_id,
+                          validate_variant)
 from ..webhooks import validate_callback_url
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -34,6 +35,9 @@ CALLBACK_PATTERN = rf"^https?://(?:[A-Za-z0-9._-]+|\[(?:{_IPV6})\])(?::{_PORT})?
 ModelIdQ = Annotated[str | None, Query(pattern=REPO_ID_PATTERN, max_length=200,
                                        examples=["Qwen/Qwen2.5-0.5B-Instruct"],
                                        description="Hub repo id `org/name` (or `model_id` in a JSON body)")]
+VariantQ = Annotated[str | None, Query(pattern=VARIANT_PATTERN, max_length=64, examples=["Q4_K_M"],
+                                     description="a GGUF variant of the repo (its quantisation, as /api/inspect "
+                                                 "names it); served as `model_id:variant`")]
 RevisionQ = Annotated[str | None, Query(pattern=REVISION_PATTERN, max_length=200,
                                         description="branch, tag or commit; default main")]
 PatternsQ = Annotated[str | None, Query(pattern=PATTERNS_PATTERN, max_length=2000,
@@ -82,6 +86,9 @@ class Fields:
 
     def model_id(self, query_value) -> str:
         return validate_repo_id(self.text("model_id", query_value))
+
+    def variant(self, query_value) -> str | None:
+        return validate_variant(self.text("variant", query_value))
 
     def callback_url(self, query_value, policy: CallbackPolicy) -> str | None:
         return validate_callback_url(self.text("callback_url", query_value), policy)

@@ -6,10 +6,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..download.bandwidth import RATE_PATTERN
-from ..validation import PATTERNS_PATTERN, REPO_ID_PATTERN, REVISION_PATTERN
+from ..validation import PATTERNS_PATTERN, REPO_ID_PATTERN, REVISION_PATTERN, VARIANT_PATTERN
 from ._params import CALLBACK_PATTERN
 
 ModelIdField = Annotated[str | None, Field(pattern=REPO_ID_PATTERN, max_length=200)]
+VariantField = Annotated[str | None, Field(pattern=VARIANT_PATTERN, max_length=64)]
 CallbackField = Annotated[str | None, Field(pattern=CALLBACK_PATTERN, max_length=2000)]
 _Glob = Annotated[str, Field(pattern=PATTERNS_PATTERN, min_length=1, max_length=200)]
 
@@ -122,6 +123,10 @@ class ModelBody(_Body):
     force: bool | None = None
     restart: bool | None = None
     callback_url: CallbackField = None
+
+
+class SwitchBody(ModelBody):
+    variant: VariantField = None
 
 
 class ManualInstructions(BaseModel):

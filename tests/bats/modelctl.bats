@@ -54,7 +54,7 @@ setup() {
 }
 
 @test "every subcommand has --help (exit 0, even with the API down)" {
-  for cmd in list download progress pause resume cancel delete verify switch active containers logs disk limits health jobs help; do
+  for cmd in list download progress pause resume cancel delete verify switch profile active containers logs disk limits health jobs help; do
     API_URL=http://127.0.0.1:9 run modelctl "$cmd" --help
     [ "$status" -eq 0 ] || { echo "$cmd --help: status $status"; return 1; }
     [[ $output == "Usage: modelctl $cmd"* ]] || { echo "$cmd --help: $output"; return 1; }

@@ -27,7 +27,8 @@ let latestSwitch = null;
 
 export async function refreshActive() {
   const [active, models] = await Promise.all([call("GET", "/api/active-model"), call("GET", "/api/models")]);
-  $("#active-model").textContent = active.model_id || "(none)";
+  const variant = active.variant ? `:${active.variant}` : "";   // a GGUF variant, as vLLM is given it
+  $("#active-model").textContent = active.model_id ? active.model_id + variant : "(none)";
   container = active.container;
   const c = container;
   $("#active-container").textContent = c
