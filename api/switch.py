@@ -15,7 +15,7 @@ from .models_cache import ModelCache
 from .profiles import Profile, ProfileStore, revision_args
 from .settings import Settings
 from .validation import validate_repo_id, validate_variant
-from .variants import cached_variant, downloaded_variant
+from .variants import cached_variant, cached_variant_count, downloaded_variant, require_variant
 
 if TYPE_CHECKING:
     from .inspect.propose import ProfileProposer, Proposal
@@ -78,6 +78,8 @@ class SwitchService:
         status = self.models.status(model_id)
         if variant:
             cached_variant(model_id, self._snapshot(model_id, status), variant)
+        else:
+            require_variant(model_id, self._snapshot(model_id, status))
         tokenizer = profile.tokenizer if profile else None
         if tokenizer and not self.models.is_complete(tokenizer):
             raise Conflict(f"The profile's tokenizer {tokenizer} is not completely downloaded; vLLM runs offline "
@@ -108,8 +110,11 @@ class SwitchService:
 
     def _proposal(self, model_id: str, variant: str | None) -> Proposal | None:
         """The fit planner's profile for a model that has none (SWITCH_PROPOSE_PROFILE), or None.
-        Not for a GGUF variant: the planner sizes the repo, not one of its variants."""
-        if not (self.settings.switch_propose_profile and self.proposer) or variant or self.profiles.get(model_id):
+        The planner sizes what the cache holds of the repo: for a GGUF variant that is right only
+        when it is the one variant cached."""
+        if not (self.settings.switch_propose_profile and self.proposer) or self.profiles.get(model_id, variant):
+            return None
+        if variant and cached_variant_count(self._snapshot(model_id)) != 1:
             return None
         try:
             return self.proposer.propose(model_id)

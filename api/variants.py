@@ -72,3 +72,23 @@ def cached_variant(model_id: str, snapshot: Path | None, name: str) -> CachedVar
     if any(size < 0 for path, size in files if path in found.files):
         raise Conflict(f"{model_id}:{name} is not completely downloaded.", code="variant_not_downloaded")
     return CachedVariant(name, found.files[0], found.size)
+
+
+_WEIGHTS = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def require_variant(model_id: str, snapshot: Path | None) -> None:
+    """A repo whose cached weights are GGUF files only cannot be served as a whole: vLLM needs
+    `repo:quant`. Conflict naming the cached variants; nothing to say for any other repo."""
+    if snapshot is None or not snapshot.is_dir():
+        return
+    files = _gguf_files(snapshot)
+    if not files or any(n.lower().endswith(_WEIGHTS) for _, _, names in os.walk(snapshot) for n in names):
+        return
+    have = ", ".join(v.name for v in group_variants(files))
+    raise Conflict(f"{model_id} holds GGUF files only; vLLM serves one variant of it: switch with variant= "
+                   f"(cached: {have}).", code="variant_required")
+
+
+def cached_variant_count(snapshot: Path | None) -> int:
+    return len(group_variants(_gguf_files(snapshot))) if snapshot is not None and snapshot.is_dir() else 0

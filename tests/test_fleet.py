@@ -17,6 +17,7 @@ import yaml
 import docker.errors
 import pytest
 
+from api import envfile
 from api.fleet.retry import RetryingJob, RetryPolicy
 from api.fleet.swarm import JobSpec, Swarm
 from api.testing.hubsim import Fault
@@ -162,6 +163,8 @@ def test_gated_model_reaches_every_node_through_a_per_job_secret(api_factory, fl
 
 def test_fleet_switch_rolls_out_and_a_failing_model_rolls_back(fleet_api, sim, swarm, service):
     good, _ = add_model(sim, "fleet-good", 64 * 1024)
+    # A GGUF variant left in .env by a single-box switch is not carried over to the fleet's model.
+    envfile.set_values(fleet_api.settings.env_file, {envfile.VARIANT_KEY: "Q4_K_M"})
     r = fleet_api.put("/api/fleet/active-model", params={"model_id": good})
     assert r.status_code == 202, r.text
     assert fleet_api.put("/api/fleet/active-model", params={"model_id": good}).status_code == 409
@@ -173,6 +176,7 @@ def test_fleet_switch_rolls_out_and_a_failing_model_rolls_back(fleet_api, sim, s
     assert wait_until(lambda: set(task_models(service).values()) == {good} and len(task_models(service)) == 2,
                       30, 0.5, "every task on the new model")
     assert f"DEFAULT_MODEL={good}" in fleet_api.settings.env_file.read_text()
+    assert envfile.read_value(fleet_api.settings.env_file, envfile.VARIANT_KEY) == ""
 
     # The service's model cannot be deleted from the fleet.
     r = fleet_api.delete("/api/fleet/delete-model", params={"model_id": good})

@@ -126,6 +126,9 @@ def test_switch_refuses_what_vllm_could_not_serve_and_changes_nothing(api, sim):
         assert_error(api.put("/api/active-model", params={"model_id": repo, "restart": "false", **params}),
                      status, code)
     assert_error(api.put("/api/active-model", json={"model_id": repo, "variant": "Q4 K M"}), 422, "invalid_variant")
+    # GGUF files only: vLLM cannot serve the repo as a whole, a variant must be named.
+    r = api.put("/api/active-model", params={"model_id": repo, "restart": "false"})
+    assert "Q4_K_M" in assert_error(r, 409, "variant_required")["detail"]
     # A split variant: vLLM loads single-file GGUF only.
     download(api, sim, repo, GGUF_FILES, include="*BF16*")
     r = api.put("/api/active-model", params={"model_id": repo, "variant": "BF16", "restart": "false"})
@@ -149,8 +152,10 @@ def test_catalog_and_fit_follow_the_variant(api_factory, sim, tmp_path):
     def active() -> dict:
         return {r["id"]: r["active"] for r in api.get("/api/catalog").json()["entries"]}
 
-    assert switch(api, model_id=mr.QWEN3_GGUF, restart="false")["status"] == "complete"
-    assert active() == {"q4_k_m": True, "q5_k_m": True}    # the whole repo is served
+    # A switch refuses a GGUF-only repo without a variant (variant_required); set by hand in .env,
+    # the whole repo counts as served.
+    envfile.set_values(api.settings.env_file, {envfile.DEFAULT_KEY: mr.QWEN3_GGUF})
+    assert active() == {"q4_k_m": True, "q5_k_m": True}
     assert switch(api, model_id=mr.QWEN3_GGUF, variant="Q4_K_M", restart="false")["status"] == "complete"
     assert active() == {"q4_k_m": True, "q5_k_m": False}
 

@@ -29,10 +29,18 @@ NODE_MODELS = "/models"       # where a job task sees its node's models folder
 LIST_TIMEOUT = 120.0
 
 
+def spec_env(svc: dict | None) -> dict[str, str]:
+    return env_dict(svc["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env") or []) if svc else {}
+
+
 def spec_model(svc: dict | None) -> str | None:
-    if not svc:
-        return None
-    return env_dict(svc["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env") or []).get(rollout.KEY)
+    return spec_env(svc).get(rollout.KEY)
+
+
+def serve_env(model_id: str, current: dict[str, str]) -> dict[str, str]:
+    """A fleet switch serves the whole repo: a GGUF variant left from a single-box switch
+    (DEFAULT_MODEL_VARIANT, docs/containers.md) is cleared with it, never carried to the new model."""
+    return {rollout.KEY: model_id, **({envfile.VARIANT_KEY: ""} if current.get(envfile.VARIANT_KEY) is not None else {})}
 
 
 class FleetService:
@@ -196,9 +204,9 @@ class FleetService:
             e.result, e.code = publish(fetch=e.result["nodes"]), "fetch_failed"
             raise
         svc = self._require()
-        if spec_model(svc) != model_id:
+        if spec_model(svc) != model_id or spec_env(svc).get(envfile.VARIANT_KEY):
             before = (svc.get("UpdateStatus") or {}).get("StartedAt")
-            self.swarm.update_env(name, {rollout.KEY: model_id})
+            self.swarm.update_env(name, serve_env(model_id, spec_env(svc)))
             log.info("job %s: service %s updating to %s", live.job_id, name, model_id)
             view = rollout.follow(self.swarm, name, before, self.settings.switch_timeout, live.abort,
                                   lambda v: publish(**v))
@@ -212,7 +220,9 @@ class FleetService:
                 err.result = publish(**view, rolled_back=rolled_back, reason=reason)
                 raise err
             publish(**view)
-        envfile.set_value(self.settings.env_file, model_id)   # only once every node runs it
+        # Only once every node runs it.
+        current = {envfile.VARIANT_KEY: envfile.read_value(self.settings.env_file, envfile.VARIANT_KEY)}
+        envfile.set_values(self.settings.env_file, serve_env(model_id, current))
         return publish(env_rewritten=True)
 
     # -- delete -----------------------------------------------------------------------------------
