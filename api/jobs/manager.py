@@ -143,6 +143,11 @@ class JobManager:
     def list(self, **filters) -> list[dict]:
         return [self.view(r) for r in self.store.query(**filters)]
 
+    def newest(self, kind: str, model_id: str | None = None) -> dict | None:
+        """The most recent job of a kind (for one model), answered from memory (JobStore.newest)."""
+        rec = self.store.newest(kind, model_id)
+        return self.view(rec) if rec is not None else None
+
     # -- submission -------------------------------------------------------------------------------
     def _new_record(self, kind: str, model_id: str | None, revision: str | None, status: str, **extra) -> dict:
         rec = {"job_id": uuid.uuid4().hex[:16], "kind": kind, "model_id": model_id, "revision": revision,

@@ -5,6 +5,7 @@ import json
 import sqlite3
 import threading
 import weakref
+from collections import OrderedDict
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +21,7 @@ COLUMNS = {
 JSON_COLUMNS = ("params", "plan", "result", "webhook")
 ACTIVE = ("queued", "downloading", "verifying", "paused", "running")
 FINAL = ("complete", "failed", "cancelled")
+MEMORY_ROWS = 4096   # rows kept for reads by id (the running and recent jobs); older ones are read from the file
 
 
 def now_iso() -> str:
@@ -43,7 +45,13 @@ class _Conn:
 
 class JobStore:
     """One SQLite connection per thread: in WAL mode readers never wait for a writer, so a progress
-    request is not held up by a job's write stalled behind the disk's writeback of model bytes."""
+    request is not held up by a job's write stalled behind the disk's writeback of model bytes.
+
+    Reads by id and "the newest job of a kind (and model)" are answered from memory as well: while
+    downloads write gigabytes, the disk queue is long and the database's pages may have left the
+    page cache, and a read that goes to the disk from the event loop then stalls every request for
+    up to a few hundred milliseconds. The memory is written through: each write re-reads its row in
+    the writer's thread, so what readers see is what the table holds."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +60,9 @@ class JobStore:
         self._all: weakref.WeakSet[_Conn] = weakref.WeakSet()  # a thread's connection dies with it
         self._all_lock = threading.Lock()
         self._closed = False
+        self._rows: OrderedDict[str, sqlite3.Row] = OrderedDict()   # job_id -> row, newest use last
+        self._newest: dict[tuple[str, str | None], tuple[int, str]] = {}   # (kind, model or None) -> (seq, job_id)
+        self._mem_lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         with self._tx() as db:
             cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
@@ -122,6 +133,26 @@ class JobStore:
             row["seq"] = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
             keys = ", ".join(row)
             db.execute(f"INSERT INTO jobs ({keys}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+        self._remember(row["job_id"])
+        self._note_newest(row["kind"], row.get("model_id"), row["seq"], row["job_id"])
+
+    def _note_newest(self, kind: str, model_id: str | None, seq: int, job_id: str) -> None:
+        with self._mem_lock:
+            for key in {(kind, None), (kind, model_id)}:
+                if self._newest.get(key, (-1, ""))[0] < seq:   # concurrent inserts: the higher seq wins
+                    self._newest[key] = (seq, job_id)
+
+    def _remember(self, job_id: str) -> None:
+        """Re-read a written row (in the writer's thread) into the read-side memory."""
+        fresh = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        with self._mem_lock:
+            if fresh is None:
+                self._rows.pop(job_id, None)
+                return
+            self._rows[job_id] = fresh
+            self._rows.move_to_end(job_id)
+            while len(self._rows) > MEMORY_ROWS:
+                self._rows.popitem(last=False)
 
     def update(self, job_id: str, *, reopen: bool = False, **fields) -> bool:
         """Write fields; False when nothing was written. A write that sets `status` never touches a
@@ -136,10 +167,38 @@ class JobStore:
         if "status" in row and not reopen:
             sql += f" AND status NOT IN ({', '.join('?' * len(FINAL))})"
             args.extend(FINAL)
-        return self._db.execute(sql, args).rowcount > 0
+        written = self._db.execute(sql, args).rowcount > 0
+        if written:
+            self._remember(job_id)
+        return written
 
     def get(self, job_id: str) -> dict | None:
-        return self._decode(self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone())
+        with self._mem_lock:
+            row = self._rows.get(job_id)
+        if row is None:
+            row = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is not None:
+                with self._mem_lock:
+                    self._rows.setdefault(job_id, row)
+        return self._decode(row)   # decoded per read: callers get objects of their own
+
+    def newest(self, kind: str, model_id: str | None = None) -> dict | None:
+        """The most recently created job of a kind (for one model), as `query(kind=, model_id=,
+        limit=1)` would answer, from memory after the first time."""
+        with self._mem_lock:
+            known = self._newest.get((kind, model_id))
+        if known is not None:
+            rec = self.get(known[1])
+            if rec is not None:
+                return rec
+        rows = self.query(kind=kind, model_id=model_id, limit=1)
+        if not rows:
+            return None
+        with self._mem_lock:
+            key = (kind, model_id)
+            if self._newest.get(key, (-1, ""))[0] < rows[0]["seq"]:
+                self._newest[key] = (rows[0]["seq"], rows[0]["job_id"])
+        return rows[0]
 
     def query(self, *, status: str | None = None, kind: str | None = None, model_id: str | None = None,
               revision: str | None = None, statuses: tuple[str, ...] | None = None,
@@ -168,8 +227,12 @@ class JobStore:
         """Delete finished jobs completed before the given time. Returns how many."""
         marks = ", ".join("?" * len(FINAL))
         with self._tx() as db:
-            return db.execute(f"DELETE FROM jobs WHERE completed_at < ? AND status IN ({marks})",
-                              [before_iso, *FINAL]).rowcount
+            n = db.execute(f"DELETE FROM jobs WHERE completed_at < ? AND status IN ({marks})",
+                           [before_iso, *FINAL]).rowcount
+        with self._mem_lock:
+            self._rows.clear()
+            self._newest.clear()
+        return n
 
     def counts_by_status(self) -> dict[tuple[str, str], int]:
         return {(r[0], r[1]): r[2] for r in

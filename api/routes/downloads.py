@@ -97,8 +97,7 @@ async def download_progress(
     else:
         if model_id is not None:
             validate_repo_id(model_id)
-        rows = jobs.list(kind="download", model_id=model_id, limit=1)
-        if not rows:
+        job = jobs.newest("download", model_id)
+        if job is None:
             return {"status": "idle"}
-        job = rows[0]
     return {**job, "model": job["model_id"]}
