@@ -25,12 +25,20 @@ class SplicePipe:
     """One worker's pipe, reused for every response it splices."""
 
     def __init__(self):
+        self.broken = False   # splice refused once: the worker reads with read1 from then on
+        self._open()
+
+    def _open(self) -> None:
         self.r, self.w = os.pipe()
         try:
             fcntl.fcntl(self.w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         except (OSError, AttributeError):
             pass   # the default 64 KiB still works, in more steps
-        self.broken = False   # splice refused once: the worker reads with read1 from then on
+
+    def reopen(self) -> None:
+        """Bytes stuck in the pipe after an error would land in the next response's range."""
+        self.close()
+        self._open()
 
     def close(self) -> None:
         for fd in (self.r, self.w):
@@ -40,8 +48,8 @@ class SplicePipe:
                 pass
 
 
-def spliceable(resp: http.client.HTTPResponse, sock: socket.socket | None, pipe: SplicePipe | None) -> bool:
-    return (_SPLICE is not None and pipe is not None and not pipe.broken and sock is not None
+def spliceable(resp: http.client.HTTPResponse, sock: socket.socket | None, pipe: SplicePipe) -> bool:
+    return (_SPLICE is not None and not pipe.broken and sock is not None
             and not isinstance(sock, ssl.SSLSocket) and resp.length is not None and not resp.chunked)
 
 
@@ -50,7 +58,7 @@ class BodyWriter:
     (0: the connection closed early)."""
 
     def __init__(self, resp: http.client.HTTPResponse, sock: socket.socket | None, fd: int,
-                 pipe: SplicePipe | None, timeout: float):
+                 pipe: SplicePipe, timeout: float):
         self.resp, self.fd, self.pipe = resp, fd, pipe
         self.sock = sock if spliceable(resp, sock, pipe) else None
         self.timeout = timeout
@@ -61,11 +69,10 @@ class BodyWriter:
             try:
                 return self._splice(pos, want)
             except OSError as e:
+                self.pipe.reopen()
                 if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                    self._reset_pipe()
                     raise
                 self.pipe.broken = True   # this kernel or file system cannot: read1 from now on
-                self._reset_pipe()
                 self.sock = None
         # The first read1 also takes the body bytes http.client pulled into its buffer with the
         # headers (at most 8 KiB, less than any read asked for): read1 returns the buffered bytes
@@ -79,13 +86,18 @@ class BodyWriter:
 
     def _splice(self, pos: int, want: int) -> int:
         src = self.sock.fileno()
+        poll = None
         while True:
             try:
                 n = _SPLICE(src, self.pipe.w, want, flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
                 break
             except BlockingIOError:
-                # A Python socket with a timeout is non-blocking underneath: wait like recv would.
-                if not select.select([src], [], [], self.timeout)[0]:
+                # A Python socket with a timeout is non-blocking underneath: wait like recv would
+                # (poll, not select: descriptors above 1023 are fine).
+                if poll is None:
+                    poll = select.poll()
+                    poll.register(src, select.POLLIN)
+                if not poll.poll(self.timeout * 1000):
                     raise TimeoutError("timed out") from None
         left = n
         while left:
@@ -96,9 +108,3 @@ class BodyWriter:
         if self.resp.length is not None:
             self.resp.length -= n   # http.client's own count: finish() then closes the response
         return n
-
-    def _reset_pipe(self) -> None:
-        # Bytes stuck in the pipe would land in the next response's range: start a fresh pipe.
-        self.pipe.close()
-        fresh = SplicePipe()
-        self.pipe.r, self.pipe.w = fresh.r, fresh.w
