@@ -59,7 +59,10 @@ def test_event_stream_needs_the_token_and_follows_jobs_and_limits(api, sim):
     api.put("/api/limits", json={"bandwidth_bps": "7MB/s"})
 
     def done(got):
-        return any(e == "job" and d["job_id"] == job["job_id"] and d["status"] == "complete" for e, d in got)
+        # A pass of the stream sends the jobs, then the limits: a download that is already complete
+        # at the first pass must not end the wait before that pass's limits event.
+        return (any(e == "job" and d["job_id"] == job["job_id"] and d["status"] == "complete" for e, d in got)
+                and any(e == "limits" for e, _ in got))
     got = _events(api, done)
     limits = [d for e, d in got if e == "limits"]
     assert limits and limits[0]["bandwidth"] == "7 MB/s"
