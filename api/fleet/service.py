@@ -37,10 +37,10 @@ def spec_model(svc: dict | None) -> str | None:
     return spec_env(svc).get(rollout.KEY)
 
 
-def serve_env(model_id: str, current: dict[str, str]) -> dict[str, str]:
+def serve_env(model_id: str, has_variant_key: bool) -> dict[str, str]:
     """A fleet switch serves the whole repo: a GGUF variant left from a single-box switch
     (DEFAULT_MODEL_VARIANT, docs/containers.md) is cleared with it, never carried to the new model."""
-    return {rollout.KEY: model_id, **({envfile.VARIANT_KEY: ""} if current.get(envfile.VARIANT_KEY) is not None else {})}
+    return {rollout.KEY: model_id, **({envfile.VARIANT_KEY: ""} if has_variant_key else {})}
 
 
 class FleetService:
@@ -204,9 +204,10 @@ class FleetService:
             e.result, e.code = publish(fetch=e.result["nodes"]), "fetch_failed"
             raise
         svc = self._require()
-        if spec_model(svc) != model_id or spec_env(svc).get(envfile.VARIANT_KEY):
+        env = spec_env(svc)
+        if env.get(rollout.KEY) != model_id or env.get(envfile.VARIANT_KEY):
             before = (svc.get("UpdateStatus") or {}).get("StartedAt")
-            self.swarm.update_env(name, serve_env(model_id, spec_env(svc)))
+            self.swarm.update_env(name, serve_env(model_id, envfile.VARIANT_KEY in env))
             log.info("job %s: service %s updating to %s", live.job_id, name, model_id)
             view = rollout.follow(self.swarm, name, before, self.settings.switch_timeout, live.abort,
                                   lambda v: publish(**v))
@@ -221,8 +222,8 @@ class FleetService:
                 raise err
             publish(**view)
         # Only once every node runs it.
-        current = {envfile.VARIANT_KEY: envfile.read_value(self.settings.env_file, envfile.VARIANT_KEY)}
-        envfile.set_values(self.settings.env_file, serve_env(model_id, current))
+        has_variant = envfile.read_value(self.settings.env_file, envfile.VARIANT_KEY) is not None
+        envfile.set_values(self.settings.env_file, serve_env(model_id, has_variant))
         return publish(env_rewritten=True)
 
     # -- delete -----------------------------------------------------------------------------------
