@@ -50,3 +50,30 @@ def test_memory_reads_equal_the_table_through_writes_conditions_and_prune(tmp_pa
 
     assert store.prune("2001-01-01T00:00:00Z") == 1
     assert store.get(a["job_id"]) is None and store.newest("download", "org/a") is None
+
+
+def test_memory_keeps_the_last_write_when_writers_race_on_one_row(tmp_path):
+    """The ticker writes progress (status `verifying`) while the job's thread writes `complete`:
+    each write re-reads its row, and a re-read that was overtaken must not land after the newer one
+    (a job then read `verifying` forever while the table held `complete`)."""
+    store = JobStore(tmp_path / "state.db")
+    jobs = [_job(status="downloading") for _ in range(60)]
+    for j in jobs:
+        store.insert(j)
+
+    def ticker(job_id: str) -> None:
+        for n in range(40):
+            store.update(job_id, status="verifying", bytes_downloaded=n)
+
+    def finish(job_id: str) -> None:
+        store.update(job_id, bytes_downloaded=1000)
+        store.update(job_id, status="complete", completed_at=now_iso())
+
+    with ThreadPoolExecutor(16) as pool:
+        for f in [pool.submit(fn, j["job_id"]) for j in jobs for fn in (ticker, finish)]:
+            f.result()
+    fresh = JobStore(tmp_path / "state.db")   # no memory of its own: what the table holds
+    wrong = [(j["job_id"], store.get(j["job_id"])["status"], fresh.get(j["job_id"])["status"]) for j in jobs
+             if store.get(j["job_id"]) != fresh.get(j["job_id"])]
+    assert not wrong, wrong
+    assert all(fresh.get(j["job_id"])["status"] == "complete" for j in jobs)

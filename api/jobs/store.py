@@ -51,7 +51,10 @@ class JobStore:
     downloads write gigabytes, the disk queue is long and the database's pages may have left the
     page cache, and a read that goes to the disk from the event loop then stalls every request for
     up to a few hundred milliseconds. The memory is written through: each write re-reads its row in
-    the writer's thread, so what readers see is what the table holds."""
+    the writer's thread, so what readers see is what the table holds. A write and its re-read hold
+    one lock (SQLite takes one writer at a time anyway): two writers racing on a row would otherwise
+    let the older re-read land last, and a job read `verifying` forever while the table said
+    `complete`."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +65,8 @@ class JobStore:
         self._closed = False
         self._rows: OrderedDict[str, sqlite3.Row] = OrderedDict()   # job_id -> row, newest use last
         self._newest: dict[tuple[str, str | None], tuple[int, str]] = {}   # (kind, model or None) -> (seq, job_id)
-        self._mem_lock = threading.Lock()
+        self._mem_lock = threading.Lock()     # held only around dict operations: readers never wait on SQL
+        self._write_lock = threading.RLock()  # a write, its re-read and its memory update, in order
         self._db.execute("PRAGMA journal_mode=WAL")
         with self._tx() as db:
             cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
@@ -129,11 +133,12 @@ class JobStore:
 
     def insert(self, job: dict) -> None:
         row = self._encode(job)
-        with self._tx() as db:
-            row["seq"] = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-            keys = ", ".join(row)
-            db.execute(f"INSERT INTO jobs ({keys}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
-        self._remember(row["job_id"])
+        with self._write_lock:
+            with self._tx() as db:
+                row["seq"] = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+                keys = ", ".join(row)
+                db.execute(f"INSERT INTO jobs ({keys}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+            self._remember(row["job_id"])
         self._note_newest(row["kind"], row.get("model_id"), row["seq"], row["job_id"])
 
     def _note_newest(self, kind: str, model_id: str | None, seq: int, job_id: str) -> None:
@@ -167,15 +172,18 @@ class JobStore:
         if "status" in row and not reopen:
             sql += f" AND status NOT IN ({', '.join('?' * len(FINAL))})"
             args.extend(FINAL)
-        written = self._db.execute(sql, args).rowcount > 0
-        if written:
-            self._remember(job_id)
+        with self._write_lock:
+            written = self._db.execute(sql, args).rowcount > 0
+            if written:
+                self._remember(job_id)
         return written
 
     def get(self, job_id: str) -> dict | None:
         with self._mem_lock:
             row = self._rows.get(job_id)
         if row is None:
+            # Not under the write lock (a reader never waits on a writer): setdefault keeps a row a
+            # writer put there meanwhile, which is at least as new as this read.
             row = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
             if row is not None:
                 with self._mem_lock:
@@ -226,12 +234,13 @@ class JobStore:
     def prune(self, before_iso: str) -> int:
         """Delete finished jobs completed before the given time. Returns how many."""
         marks = ", ".join("?" * len(FINAL))
-        with self._tx() as db:
-            n = db.execute(f"DELETE FROM jobs WHERE completed_at < ? AND status IN ({marks})",
-                           [before_iso, *FINAL]).rowcount
-        with self._mem_lock:
-            self._rows.clear()
-            self._newest.clear()
+        with self._write_lock:
+            with self._tx() as db:
+                n = db.execute(f"DELETE FROM jobs WHERE completed_at < ? AND status IN ({marks})",
+                               [before_iso, *FINAL]).rowcount
+            with self._mem_lock:
+                self._rows.clear()
+                self._newest.clear()
         return n
 
     def counts_by_status(self) -> dict[tuple[str, str], int]:
