@@ -66,7 +66,7 @@ class JobStore:
         self._rows: OrderedDict[str, sqlite3.Row] = OrderedDict()   # job_id -> row, newest use last
         self._newest: dict[tuple[str, str | None], tuple[int, str]] = {}   # (kind, model or None) -> (seq, job_id)
         self._mem_lock = threading.Lock()     # held only around dict operations: readers never wait on SQL
-        self._write_lock = threading.RLock()  # a write, its re-read and its memory update, in order
+        self._write_lock = threading.Lock()   # a write, its re-read and its memory update, in order
         self._db.execute("PRAGMA journal_mode=WAL")
         with self._tx() as db:
             cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
