@@ -175,7 +175,8 @@ class SwitchService:
         name = self.settings.inference_container
         try:
             info = self.containers.recreate_with_env(
-                name, {**serve, **self._stale_variant(name, serve)}, timeout=self.settings.switch_timeout, probe_headers=self._probe_headers(),
+                name, {**serve, **self._stale_variant(name, serve)}, timeout=self.settings.switch_timeout,
+                probe_headers=self._probe_headers(),
                 health_url=self.settings.inference_health_url, models_url=self.settings.inference_models_url,
                 expect_model=model_id if self.settings.inference_models_url else None,
                 on_step=lambda s, i: step(s, {k: v for k, v in (i or {}).items() if _plain(v)}))

@@ -23,19 +23,22 @@ class CachedVariant:
     size: int
 
 
-def _gguf_files(snapshot: Path) -> list[tuple[str, int]]:
-    """(relative path, size) of every .gguf entry of the snapshot; a dangling link has size -1."""
+def _paths(snapshot: Path) -> list[Path]:
+    return [Path(dirpath) / name for dirpath, _, names in os.walk(snapshot) for name in names]
+
+
+def _gguf_files(snapshot: Path, paths: list[Path] | None = None) -> list[tuple[str, int]]:
+    """(relative path, size) of every .gguf entry of the snapshot (of `paths` when the caller
+    walked it already); a dangling link has size -1."""
     out = []
-    for dirpath, _, names in os.walk(snapshot):
-        for name in names:
-            if not name.lower().endswith(".gguf"):
-                continue
-            full = Path(dirpath) / name
-            try:
-                size = full.stat().st_size
-            except OSError:
-                size = -1   # a link to a blob that is not (or no longer) there
-            out.append((full.relative_to(snapshot).as_posix(), size))
+    for full in _paths(snapshot) if paths is None else paths:
+        if not full.name.lower().endswith(".gguf"):
+            continue
+        try:
+            size = full.stat().st_size
+        except OSError:
+            size = -1   # a link to a blob that is not (or no longer) there
+        out.append((full.relative_to(snapshot).as_posix(), size))
     return out
 
 
@@ -44,12 +47,12 @@ def downloaded_variant(snapshot: Path | None, include: list[str] | None) -> str 
     patterns, no GGUF file, several variants, a split one, or a quantisation vLLM could not tell apart)."""
     if not include or snapshot is None or not snapshot.is_dir():
         return None
-    files = _gguf_files(snapshot)
-    chosen = [v for v in group_variants(files) if all(any(fnmatch(f, p) for p in include) for f in v.files)]
+    variants = group_variants(_gguf_files(snapshot))
+    chosen = [v for v in variants if all(any(fnmatch(f, p) for p in include) for f in v.files)]
     if len(chosen) != 1 or len(chosen[0].files) != 1:
         return None
     name = chosen[0].name
-    return name if sum(v.quant_from_name == name for v in group_variants(files)) == 1 else None
+    return name if sum(v.quant_from_name == name for v in variants) == 1 else None
 
 
 def cached_variant(model_id: str, snapshot: Path | None, name: str) -> CachedVariant:
@@ -82,8 +85,9 @@ def require_variant(model_id: str, snapshot: Path | None) -> None:
     `repo:quant`. Conflict naming the cached variants; nothing to say for any other repo."""
     if snapshot is None or not snapshot.is_dir():
         return
-    files = _gguf_files(snapshot)
-    if not files or any(n.lower().endswith(_WEIGHTS) for _, _, names in os.walk(snapshot) for n in names):
+    paths = _paths(snapshot)   # one walk for both questions
+    files = _gguf_files(snapshot, paths)
+    if not files or any(p.name.lower().endswith(_WEIGHTS) for p in paths):
         return
     have = ", ".join(v.name for v in group_variants(files))
     raise Conflict(f"{model_id} holds GGUF files only; vLLM serves one variant of it: switch with variant= "

@@ -14,6 +14,7 @@ import math
 import re
 import threading
 import time
+from typing import Callable
 
 SLICE = 0.1          # longest single sleep: a new rate or an abort is seen this soon
 BURST_SECONDS = 0.5  # what an idle bucket may save up: late wake-ups on a busy CPU lose nothing
@@ -67,9 +68,9 @@ class TokenBucket:
         self._rate = max(0, int(rate))
         self._tokens = 0.0
         self._stamp = clock()
-        self._listeners: list = []
+        self._listeners: list[Callable[[int], None]] = []
 
-    def subscribe(self, fn) -> None:
+    def subscribe(self, fn: Callable[[int], None]) -> None:
         """fn(rate) after every set_rate: the transfer process mirrors this bucket (remote.py)."""
         self._listeners.append(fn)
 

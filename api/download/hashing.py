@@ -2,8 +2,9 @@
 straight from the page cache.
 
 A transfer maps its staging file rather than reading it: `h.update` on a window of the mapping
-hashes the cached pages in place, which saves the copy into a buffer that `read` makes. Each window is unmapped again (MADV_DONTNEED drops our page-table entries,
-not the page cache), so a 40 GB file never shows up as 40 GB of resident memory.
+hashes the cached pages in place, which saves the copy into a buffer that `read` makes. Each
+window is unmapped again (MADV_DONTNEED drops our page-table entries, not the page cache), so a
+40 GB file never shows up as 40 GB of resident memory.
 """
 from __future__ import annotations
 

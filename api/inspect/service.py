@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 
 from huggingface_hub import HfApi
@@ -12,12 +11,12 @@ from huggingface_hub.utils import filter_repo_objects
 from ..download.engine import DownloadEngine, disk_free
 from ..download.responses import TransientError
 from ..download.hub import FileEntry, Plan, _map_error, make_plan
-from ..errors import ApiError, DownloadError, NotFound, ServiceUnavailable
+from ..errors import ApiError, DownloadError, InvalidInput, NotFound, ServiceUnavailable
 from ..jobs.manager import HTTP_FOR_CODE
 from ..jobs.store import ACTIVE, JobStore
 from ..profiles import ProfileStore
 from ..settings import Settings
-from ..validation import VARIANT_PATTERN
+from ..validation import validate_variant
 from . import safetensors_meta
 from .fit import Architecture, Gpu, disk_verdict, from_gguf, plan_fit
 from .gpu import GpuProbe, gb_to_bytes
@@ -26,7 +25,6 @@ from .layout import file_row, read_layout
 from .store import InspectionStore
 
 log = logging.getLogger(__name__)
-_VARIANT = re.compile(VARIANT_PATTERN)
 _PROFILE_FLAGS = ("gpu-memory-utilization", "kv-cache-dtype", "max-model-len")
 _KV_DTYPE_BYTES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp16": 2, "bfloat16": 2}
 
@@ -151,8 +149,10 @@ class Inspector:
         """The serve profile flags of the model (or of its GGUF variant) that change its memory:
         vLLM will run it with these."""
         try:
-            if variant is not None and (len(variant) > 64 or not _VARIANT.fullmatch(variant)):
-                variant = None   # a name no switch accepts has no profile of its own
+            variant = validate_variant(variant)
+        except InvalidInput:
+            variant = None   # a name no switch accepts has no profile of its own
+        try:
             profile = self.profiles.get(repo_id, variant) if self.profiles else None
         except ApiError:   # a broken profiles file is reported by the profile routes, not here
             return {}
