@@ -50,6 +50,10 @@ def test_memory_reads_equal_the_table_through_writes_conditions_and_prune(tmp_pa
 
     assert store.prune("2001-01-01T00:00:00Z") == 1
     assert store.get(a["job_id"]) is None and store.newest("download", "org/a") is None
+    # The rows a prune keeps are still what the table holds.
+    assert store.get(b["job_id"]) == again.get(b["job_id"])
+    assert store.newest("download", "org/b")["job_id"] == b["job_id"]
+    assert store.newest("download")["job_id"] == _sql_newest(store, "download", None)
 
 
 def test_memory_keeps_the_last_write_when_writers_race_on_one_row(tmp_path):

@@ -233,15 +233,19 @@ class JobStore:
 
     def prune(self, before_iso: str) -> int:
         """Delete finished jobs completed before the given time. Returns how many."""
-        marks = ", ".join("?" * len(FINAL))
+        where = f"completed_at < ? AND status IN ({', '.join('?' * len(FINAL))})"
+        args = [before_iso, *FINAL]
         with self._write_lock:
             with self._tx() as db:
-                n = db.execute(f"DELETE FROM jobs WHERE completed_at < ? AND status IN ({marks})",
-                               [before_iso, *FINAL]).rowcount
+                gone = {r[0] for r in db.execute(f"SELECT job_id FROM jobs WHERE {where}", args)}
+                db.execute(f"DELETE FROM jobs WHERE {where}", args)
+            # Only the pruned rows leave memory: emptying it all would let a read that went to the
+            # file before a write put its older row back (get's setdefault finds nothing to keep).
             with self._mem_lock:
-                self._rows.clear()
-                self._newest.clear()
-        return n
+                for job_id in gone:
+                    self._rows.pop(job_id, None)
+                self._newest = {k: v for k, v in self._newest.items() if v[1] not in gone}
+        return len(gone)
 
     def counts_by_status(self) -> dict[tuple[str, str], int]:
         return {(r[0], r[1]): r[2] for r in
